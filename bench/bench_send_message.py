@@ -1,0 +1,280 @@
+"""Benchmarks for send-message (run: python bench/bench_send_message.py).
+
+Prints, for conversations of 2, 50 and 1000 participants (sender + recipients, nobody connected, so every
+recipient gets a notification job): SQL statements per job, AWS calls per job, jobs/s through the handler
+(moto in-process for AWS) and through the same SQL issued directly with pg8000 (the raw-SQL floor), and their
+ratio; then the import time of each handler module against importing only the libraries it loads.
+
+Figures are ratios measured in one run: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZES = (2, 50, 1000)
+HANDLERS = ("handlers.send_message", "handlers.delivery_confirmation")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=60, help="jobs per size (fewer for 1000)")
+    parser.add_argument("--import-runs", type=int, default=7)
+    args = parser.parse_args()
+    print("== send-message throughput ==")
+    throughput(args.jobs)
+    print(f"\n== cold-start import time (best of {args.import_runs}, fresh interpreter each) ==")
+    for module in HANDLERS:
+        import_time(module, args.import_runs)
+
+
+# --------------------------------------------------------------------------------------------- throughput
+
+
+def throughput(jobs_per_size: int) -> None:
+    from infra.embedded_postgres import embedded_postgres
+
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "POWERTOOLS_LOG_LEVEL": "ERROR",
+            "POWERTOOLS_METRICS_DISABLED": "1",
+        }
+    )
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = os.environ.get("DATABASE_URL")
+        if url:
+            _throughput(url, jobs_per_size)
+        else:
+            with embedded_postgres(Path(tmp) / "pg", keep=False) as embedded_url:
+                _throughput(embedded_url, jobs_per_size)
+
+
+def _throughput(database_url: str, jobs_per_size: int) -> None:
+    import boto3
+    from moto import mock_aws
+    from sqlalchemy import event, insert
+
+    from infra.lambda_shapes import LocalLambdaContext
+    from infra.template import load_template, provision
+    from shared.db.engine import get_engine
+    from shared.db.migrate import upgrade
+    from shared.db.models import Conversation, ConversationParticipant, User
+
+    os.environ["DATABASE_URL"] = database_url
+    engine = get_engine()
+    upgrade(engine)
+    with mock_aws():
+        template = load_template()
+        stack = provision(template, sqs_client=boto3.client("sqs", region_name="us-east-1"))
+        spec = template.functions["SendMessageFunction"]
+        env = stack.function_environment(spec)
+        env.pop("DB_SECRET_ARN", None)
+        os.environ.update(env)
+        os.environ["WEBSOCKET_ENDPOINT"] = "https://bench.execute-api.us-east-1.amazonaws.com/prod"
+        from handlers.send_message import lambda_handler
+
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        aws_calls: list[str] = []
+        from shared.aws import client
+
+        for service in ("sqs", "apigatewaymanagementapi"):
+            args = (service,) if service == "sqs" else (service, os.environ["WEBSOCKET_ENDPOINT"])
+            client(*args).meta.events.register("before-call", lambda model, **_: aws_calls.append(model.name))
+
+        print(
+            f"{'participants':>12} {'stmts/job':>9} {'aws/job':>8} {'handler j/s':>11} {'raw SQL j/s':>11} "
+            f"{'ratio':>6}"
+        )
+        for size in SIZES:
+            members = [uuid.uuid4() for _ in range(size)]
+            conversation = uuid.uuid4()
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(User), [{"id": m, "display_name": f"m{i}"} for i, m in enumerate(members)]
+                )
+                conn.execute(insert(Conversation).values(id=conversation, kind="group"))
+                conn.execute(
+                    insert(ConversationParticipant),
+                    [{"conversation_id": conversation, "user_id": m} for m in members],
+                )
+            n = jobs_per_size if size < 1000 else max(10, jobs_per_size // 4)
+            events = [_event(conversation, members[0], i) for i in range(n)]
+            lambda_handler(_event(conversation, members[0], -1), LocalLambdaContext())  # warm
+            statements.clear()
+            aws_calls.clear()
+            started = time.perf_counter()
+            for e in events:
+                response = lambda_handler(e, LocalLambdaContext())
+                assert response == {"batchItemFailures": []}, response
+            handler_s = time.perf_counter() - started
+            stmts = len(statements) / n
+            calls = len(aws_calls) / n
+            raw_s = _raw_sql_floor(database_url, conversation, members, n)
+            print(
+                f"{size:>12} {stmts:>9.1f} {calls:>8.1f} {n / handler_s:>11.1f} {n / raw_s:>11.1f} "
+                f"{raw_s / handler_s:>6.2f}"
+            )
+        print(
+            "ratio = handler j/s / raw SQL j/s (1.0 would be no overhead over the database work alone;\n"
+            "the handler also pays for its AWS calls, served in-process by moto)"
+        )
+
+
+def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]:
+    job_id = str(uuid.uuid4())
+    body = {
+        "job_id": job_id,
+        "job_type": "send-message",
+        "schema_version": 1,
+        "created_at": datetime.now(UTC).isoformat(),
+        "data": {
+            "message_id": str(uuid.uuid4()),
+            "conversation_id": str(conversation),
+            "sender_id": str(sender),
+            "content": f"benchmark message {i}",
+        },
+    }
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": f"rh-{job_id}",
+                "body": json.dumps(body),
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "0",
+                    "MessageGroupId": str(conversation),
+                    "MessageDeduplicationId": job_id,
+                    "SenderId": "bench",
+                    "ApproximateFirstReceiveTimestamp": "0",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-send-message.fifo",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+
+
+def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uuid.UUID], n: int) -> float:
+    """The same database work as the handler's transaction, as hand-written SQL over one pg8000 connection."""
+    import pg8000.dbapi
+
+    from shared.db.engine import normalize_url
+
+    url = normalize_url(database_url)
+    conn = pg8000.dbapi.connect(
+        user=url.username or "postgres",
+        password=url.password,
+        host=url.host,
+        port=url.port or 5432,
+        database=url.database,
+        unix_sock=url.query.get("unix_sock"),
+    )
+    sender = members[0]
+    started = time.perf_counter()
+    for i in range(n):
+        cur = conn.cursor()
+        job_id, message_id = uuid.uuid4(), uuid.uuid4()
+        cur.execute(
+            "INSERT INTO job_inbox (job_id, job_type) VALUES (%s, 'send-message') "
+            "ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id RETURNING effects_pending, xmax = 0",
+            (job_id,),
+        )
+        cur.fetchall()
+        cur.execute(
+            "SELECT c.encryption_enabled, array_agg(p.user_id) FILTER (WHERE p.left_at IS NULL) "
+            "FROM conversations c LEFT JOIN conversation_participants p ON p.conversation_id = c.id "
+            "WHERE c.id = %s GROUP BY c.id",
+            (conversation,),
+        )
+        participants = cur.fetchone()[1]
+        cur.execute(
+            "INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, status, "
+            "sent_at) VALUES (%s, %s, %s, (SELECT coalesce(max(seq), 0) + 1 FROM messages "
+            "WHERE conversation_id = %s), %s, 'text', 'sent', now()) RETURNING seq, created_at",
+            (message_id, conversation, sender, conversation, f"raw {i}"),
+        )
+        cur.fetchall()
+        recipients = [p for p in participants if p != sender]
+        cur.execute(
+            "INSERT INTO message_deliveries (message_id, recipient_id, status) "
+            "SELECT %s, unnest(%s::uuid[]), 'pending' ON CONFLICT DO NOTHING",
+            (message_id, recipients),
+        )
+        cur.execute(
+            "UPDATE job_inbox SET effects_pending = '[]', completed_at = now() WHERE job_id = %s", (job_id,)
+        )
+        conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+# -------------------------------------------------------------------------------------------- import time
+
+_PROBE = r"""
+import sys, time, json
+project = ("handlers", "shared", "infra")
+mods = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+t = time.perf_counter()
+if mods is None:
+    __import__(sys.argv[1])
+else:
+    for m in mods:
+        try:
+            __import__(m)
+        except Exception:
+            pass
+elapsed = time.perf_counter() - t
+loaded = [m for m in sys.modules if m.split(".")[0] not in project]
+print(json.dumps({"seconds": elapsed, "modules": loaded}))
+"""
+
+
+def import_time(module: str, runs: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "POWERTOOLS_TRACE_DISABLED": "1"}
+    handler_runs, library_runs, modules = [], [], None
+    for _ in range(runs):
+        out = json.loads(subprocess.check_output([sys.executable, "-c", _PROBE, module], env=env, cwd=ROOT))
+        handler_runs.append(out["seconds"])
+        modules = out["modules"]
+        # only the third-party modules the handler import pulled in, in the order they were loaded
+        libs = json.loads(
+            subprocess.check_output(
+                [sys.executable, "-c", _PROBE, module, json.dumps(modules)], env=env, cwd=ROOT
+            )
+        )
+        library_runs.append(libs["seconds"])
+    h, lib = min(handler_runs), min(library_runs)
+    print(
+        f"{module:<34} handler {h * 1000:7.1f} ms   libraries alone {lib * 1000:7.1f} ms   "
+        f"added {100 * (h - lib) / lib:5.1f}%   (median {statistics.median(handler_runs) * 1000:.1f} / "
+        f"{statistics.median(library_runs) * 1000:.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Lazily created, cached boto3 clients.
+
+boto3 honours ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) by itself, which is how tests and the
+local stack point every client at moto. Clients are thread-safe and live as long as the container.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+# Standard retry mode retries throttling and 5xx with backoff inside the call; what is still failing after
+# that surfaces to the job runner as a transient error.
+_RETRIES = {"mode": "standard", "max_attempts": 4}
+
+
+@cache
+def client(service: str, endpoint_url: str | None = None) -> Any:
+    """A cached boto3 client for ``service`` (and an explicit endpoint, e.g. the WebSocket management API)."""
+    config = Config(retries=_RETRIES, max_pool_connections=64, connect_timeout=3, read_timeout=10)
+    return boto3.session.Session().client(service, endpoint_url=endpoint_url, config=config)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switch endpoints and credentials between cases)."""
+    client.cache_clear()

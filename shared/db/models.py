@@ -1,0 +1,209 @@
+"""Typed models of every table. The shared tables (DESIGN §5) keep their contract names and columns;
+the chat API writes them too. Statuses are text with CHECK constraints so other services can read them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so Alembic migrations can refer to them (polar's kit/db/models/base.py does this).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MESSAGE_STATUSES = ("sending", "sent", "delivered", "read", "failed")
+DELIVERY_STATUSES = ("pending", "delivered", "read", "failed")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        uuid.UUID: UUID(as_uuid=True),
+        datetime: DateTime(timezone=True),
+    }
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None]
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (CheckConstraint(_one_of("kind", ("direct", "group")), name="kind"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str | None] = mapped_column(String(200))
+    encryption_enabled: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    created_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None]
+
+
+class ConversationParticipant(Base):
+    __tablename__ = "conversation_participants"
+    __table_args__ = (Index("ix_conversation_participants_user_id", "user_id"),)
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    joined_at: Mapped[datetime] = _now()
+    left_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_id_seq"),
+        CheckConstraint(_one_of("status", MESSAGE_STATUSES), name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"))
+    sender_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(32), server_default="text")
+    reply_to_id: Mapped[uuid.UUID | None]
+    status: Mapped[str] = mapped_column(String(16), server_default="sending")
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    # Envelope encryption (plaintext `content` is NULL while these are set).
+    content_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
+    encryption_key_id: Mapped[uuid.UUID | None]
+
+
+class MessageDelivery(Base):
+    __tablename__ = "message_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+        Index("ix_message_deliveries_recipient_id_status", "recipient_id", "status"),
+    )
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    recipient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    delivered_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = _now()
+
+
+class MessageRead(Base):
+    __tablename__ = "message_reads"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    read_at: Mapped[datetime]
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+
+
+class WsConnection(Base):
+    __tablename__ = "ws_connections"
+
+    connection_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    connected_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+
+
+class MessageBatch(Base):
+    """Progress of a batch-message fan-out; send-message jobs carrying its ``batch_id`` advance it."""
+
+    __tablename__ = "message_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    sender_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    total: Mapped[int] = mapped_column(Integer)
+    queued: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None]
+
+
+class JobInbox(Base):
+    """One row per job ever committed: the idempotency record, written in the job's own transaction.
+
+    ``effects_pending`` holds the external effects (posts, enqueues) still to perform after commit, so a
+    redelivered job redoes only those."""
+
+    __tablename__ = "job_inbox"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    job_type: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = _now()
+    effects_pending: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+    completed_at: Mapped[datetime | None]
+
+
+class JobFailure(Base):
+    """A job that was dead-lettered (permanent failure, or retries exhausted). One row per SQS message;
+    the body itself stays in the DLQ (message content never lands in logs or this table)."""
+
+    __tablename__ = "job_failures"
+    __table_args__ = (Index("ix_job_failures_job_type_failed_at", "job_type", "last_failed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    sqs_message_id: Mapped[str] = mapped_column(String(128), unique=True)
+    queue_url: Mapped[str] = mapped_column(String(1024))
+    job_id: Mapped[uuid.UUID | None]
+    job_type: Mapped[str] = mapped_column(String(32))
+    error_class: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    permanent: Mapped[bool] = mapped_column(Boolean)
+    first_failed_at: Mapped[datetime] = _now()
+    last_failed_at: Mapped[datetime] = _now()
+    redriven_at: Mapped[datetime | None]

@@ -1,0 +1,88 @@
+"""Domain exceptions. The job runner classifies failures by these types, never by message text.
+
+``PermanentJobError``: retrying cannot help (bad input, unknown entity, not a participant). The body goes to
+the DLQ with its reason and a row in the failures table.
+``TransientJobError``: retrying can help (database unavailable, throttling, timeouts). The record is reported
+failed and redelivered with backoff; after maxReceiveCount SQS moves it to the DLQ.
+Anything else raised by a job is treated as transient: a bug must never acknowledge (and so lose) a job.
+"""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigurationError(SwitchboardError):
+    """A setting the function needs is missing or wrong: a deployment problem, retried until fixed."""
+
+
+class PermanentJobError(SwitchboardError):
+    """The job can never succeed as sent."""
+
+    reason = "permanent"
+
+
+class InvalidJob(PermanentJobError):
+    """The body is not a valid job of the queue's type."""
+
+    reason = "invalid-job"
+
+
+class UnsupportedSchemaVersion(PermanentJobError):
+    reason = "unsupported-schema-version"
+
+
+class UnknownEntity(PermanentJobError):
+    """A user, conversation or message the job names does not exist (or is deleted)."""
+
+    reason = "unknown-entity"
+
+
+class NotAParticipant(PermanentJobError):
+    """The acting user is not an active participant of the conversation."""
+
+    reason = "not-a-participant"
+
+
+class NotARecipient(PermanentJobError):
+    """A confirmer is not a recipient of every message it confirms."""
+
+    reason = "not-a-recipient"
+
+
+class ConflictingJob(PermanentJobError):
+    """The job contradicts stored state (e.g. a message_id already used in another conversation)."""
+
+    reason = "conflict"
+
+
+class EncryptionNotAvailable(PermanentJobError):
+    """The conversation requires encryption at rest, which this deployment cannot do yet."""
+
+    reason = "encryption-not-available"
+
+
+class TransientJobError(SwitchboardError):
+    """The job may succeed if retried later."""
+
+    reason = "transient"
+
+
+class DeadlineApproaching(TransientJobError):
+    """Too little Lambda time is left to start this record safely; it is redelivered without penalty."""
+
+    reason = "deadline"
+
+
+class DatabaseUnavailable(TransientJobError):
+    """The database could not be reached or dropped the connection."""
+
+    reason = "database-unavailable"
+
+
+class DependencyThrottled(TransientJobError):
+    """An AWS dependency is throttling or failing; retried with backoff."""
+
+    reason = "throttled"

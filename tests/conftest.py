@@ -1,0 +1,174 @@
+"""Shared fixtures: a real PostgreSQL (embedded with pgserver unless DATABASE_URL is set), moto with the
+queues of template.yaml, and helpers to run a handler the way Lambda's SQS event source does.
+
+With DATABASE_URL set, the tests migrate that database and TRUNCATE its tables between tests: point it at a
+throwaway database."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from sqlalchemy import Engine, text
+
+from infra.local_lambda import SqsFunctionRunner
+from infra.template import Stack, Template, load_template, provision
+from shared import config as config_module
+from shared.aws import reset_clients
+from shared.db import uow as uow_module
+from shared.jobs import JobType
+from tests.world import World
+
+TABLES = (
+    "job_failures, job_inbox, message_batches, ws_connections, attachments, message_reads, "
+    "message_deliveries, "
+    "messages, conversation_participants, conversations, users"
+)
+WEBSOCKET_ENDPOINT = "https://test-api.execute-api.us-east-1.amazonaws.com/prod"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    from shared.config import Settings
+    from shared.db.engine import build_engine
+    from shared.db.migrate import upgrade
+
+    db_engine = build_engine(Settings(database_url=database_url, db_pool_size=4))
+    upgrade(db_engine)
+    yield db_engine
+    db_engine.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Engine]:
+    """The test database, emptied, and used by every UnitOfWork of the code under test."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr(uow_module, "get_engine", lambda: engine)
+    yield engine
+
+
+@pytest.fixture(scope="session")
+def template() -> Template:
+    return load_template()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, template: Template) -> Iterator[Stack]:
+    """moto with every queue of template.yaml (and its DLQ) created from the template itself."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "SwitchboardTest",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    reset_clients()
+    with mock_aws():
+        stack = provision(template, sqs_client=boto3.client("sqs", region_name="us-east-1"))
+        yield stack
+    reset_clients()
+
+
+@pytest.fixture
+def world(db: Engine) -> World:
+    return World(db)
+
+
+class FunctionHarness(SqsFunctionRunner):
+    """A function of template.yaml run like Lambda's SQS event source, plus a way to send it jobs."""
+
+    def send(self, *bodies: str | dict[str, Any], group_id: str | None = None) -> None:
+        for body in bodies:
+            text_body = body if isinstance(body, str) else json.dumps(body)
+            params: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": text_body}
+            if self.queue_url.endswith(".fifo"):
+                try:
+                    parsed = json.loads(text_body)
+                except json.JSONDecodeError:
+                    parsed = {}
+                parsed = parsed if isinstance(parsed, dict) else {}
+                data = parsed.get("data") if isinstance(parsed.get("data"), dict) else {}
+                params["MessageGroupId"] = group_id or str(data.get("conversation_id", "group"))
+                params["MessageDeduplicationId"] = str(parsed.get("job_id") or uuid.uuid4()) + (
+                    group_id or ""
+                )
+            self.sqs.send_message(**params)
+
+
+@pytest.fixture
+def function(
+    aws: Stack, template: Template, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], FunctionHarness]:
+    """``function("SendMessageFunction")``: that function's environment from the template, and a harness."""
+
+    def make(logical_id: str) -> FunctionHarness:
+        environment = aws.function_environment(template.functions[logical_id])
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("WEBSOCKET_ENDPOINT", WEBSOCKET_ENDPOINT)
+        monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+        monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+        config_module.get_settings.cache_clear()
+        spec = template.functions[logical_id]
+        queue_url = aws.queue_urls[spec.sqs_events[0].queue_logical_id]
+        return FunctionHarness(spec, queue_url, boto3.client("sqs", region_name="us-east-1"))
+
+    yield make
+    config_module.get_settings.cache_clear()
+
+
+def queue_messages(stack: Stack, logical_id: str, max_messages: int = 10) -> list[dict[str, Any]]:
+    """Everything currently visible in a queue (received with all attributes, left in place)."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    seen: list[dict[str, Any]] = []
+    for _ in range(20):
+        batch = sqs.receive_message(
+            QueueUrl=stack.queue_urls[logical_id],
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=30,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            break
+        seen.extend(batch)
+    return seen
+
+
+def ws_frames(connection_id: str) -> list[dict[str, Any]]:
+    """Frames moto's API Gateway management API received for a connection (it concatenates them)."""
+    from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+
+    data = apigatewaymanagementapi_backends["123456789012"]["us-east-1"].connections[connection_id].data
+    decoder, text_data, frames, index = json.JSONDecoder(), data.decode("utf-8"), [], 0
+    while index < len(text_data):
+        frame, index = decoder.raw_decode(text_data, index)
+        frames.append(frame)
+    return frames
+
+
+__all__ = ["JobType", "queue_messages", "ws_frames"]
