@@ -326,14 +326,14 @@ def _event_source(raw: dict[str, Any], ctx: Context) -> EventSourceSpec:
 
 @dataclass
 class Stack:
-    template: Template
+    template: Template = field(repr=False)
     stack_name: str
     region: str
     parameters: dict[str, str]
     queue_urls: dict[str, str] = field(default_factory=dict)
     queue_arns: dict[str, str] = field(default_factory=dict)
-    refs: dict[str, Any] = field(default_factory=dict)
-    attributes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    refs: dict[str, Any] = field(default_factory=dict, repr=False)
+    attributes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def context(self) -> Context:
         return self.template.context(
