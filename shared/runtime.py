@@ -41,7 +41,7 @@ from shared.db.uow import UnitOfWork
 from shared.errors import DeadlineApproaching, PermanentJobError, TransientJobError
 from shared.jobs import JobType, parse_job
 from shared.observability import logger, metrics
-from shared.services.effects import Effect, EffectsAdapter, perform_effects
+from shared.services.effects import Effect, dump_effects, load_effects, perform_effects
 
 Handle = Callable[[Any, Session], Sequence[Effect]]
 OnDeadLetter = Callable[[Any, Session], None]
@@ -128,7 +128,7 @@ def _execute(job: Any, invocation: _Invocation) -> None:
         fresh = bool(inbox.inserted)
         if fresh:
             effects = list(invocation.handle(job, uow.session))
-            payload = EffectsAdapter.dump_python(effects, mode="json")
+            payload = dump_effects(effects)
             uow.session.execute(
                 update(JobInbox)
                 .where(JobInbox.job_id == job.job_id)
@@ -136,7 +136,7 @@ def _execute(job: Any, invocation: _Invocation) -> None:
             )
             uow.commit()
         else:
-            effects = EffectsAdapter.validate_python(inbox.effects_pending)
+            effects = load_effects(inbox.effects_pending)
             uow.commit()
     if not fresh and not effects:
         metrics.add_metric(name="JobsDuplicate", unit=MetricUnit.Count, value=1)
@@ -155,7 +155,7 @@ def _perform_after_commit(job: Any, effects: list[Effect]) -> None:
             update(JobInbox)
             .where(JobInbox.job_id == job.job_id)
             .values(
-                effects_pending=EffectsAdapter.dump_python(remaining, mode="json"),
+                effects_pending=dump_effects(remaining),
                 completed_at=None if remaining else datetime.now(UTC),
             )
         )
