@@ -25,11 +25,6 @@ from shared.db import uow as uow_module
 from shared.jobs import JobType
 from tests.world import World
 
-TABLES = (
-    "job_failures, job_inbox, message_batches, ws_connections, attachments, message_reads, "
-    "message_deliveries, "
-    "messages, conversation_participants, conversations, users"
-)
 WEBSOCKET_ENDPOINT = "https://test-api.execute-api.us-east-1.amazonaws.com/prod"
 
 
@@ -61,8 +56,11 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def db(engine: Engine, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Engine]:
     """The test database, emptied, and used by every UnitOfWork of the code under test."""
+    from shared.db.models import Base
+
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setattr(uow_module, "get_engine", lambda: engine)
     yield engine
