@@ -259,7 +259,11 @@ def _note_transient(
     metrics.add_metric(name="JobsRetried", unit=MetricUnit.Count, value=1)
     logger.warning(
         "job failed, will retry",
-        extra={"error_class": type(exc).__name__, "reason": getattr(exc, "reason", "unexpected")},
+        extra={
+            "error_class": type(exc).__name__,
+            "reason": getattr(exc, "reason", "unexpected"),
+            "cause": type(exc.__cause__).__name__ if exc.__cause__ is not None else None,
+        },
         exc_info=not isinstance(exc, TransientJobError),
     )
     if attempt < get_settings().max_receive_count:
@@ -316,11 +320,10 @@ def _back_off(records: list[dict[str, Any]], transient: dict[str, int]) -> None:
         }
         by_queue.setdefault(raw["eventSourceARN"], []).append(entry)
     for arn, entries in by_queue.items():
-        url = _queue_url(arn)
         for start in range(0, len(entries), 10):
             try:
                 result = client("sqs").change_message_visibility_batch(
-                    QueueUrl=url, Entries=entries[start : start + 10]
+                    QueueUrl=_queue_url(arn), Entries=entries[start : start + 10]
                 )
             except Exception:  # noqa: BLE001 - logged; backoff is best effort
                 # The records are still reported failed; they come back after the queue's visibility timeout.
