@@ -47,12 +47,21 @@ def _secret(settings: Settings) -> dict[str, Any]:
 
 
 def _url_from_secret(secret: dict[str, Any]) -> URL:
+    host, port = str(secret["host"]), int(secret.get("port", 5432))
+    if host.startswith("/"):  # a Unix socket directory (local stacks)
+        return URL.create(
+            DRIVER,
+            username=secret["username"],
+            password=secret["password"],
+            database=secret.get("dbname", "postgres"),
+            query={"unix_sock": f"{host}/.s.PGSQL.{port}"},
+        )
     return URL.create(
         DRIVER,
         username=secret["username"],
         password=secret["password"],
-        host=secret["host"],
-        port=int(secret.get("port", 5432)),
+        host=host,
+        port=port,
         database=secret.get("dbname", "postgres"),
     )
 

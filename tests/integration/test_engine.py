@@ -1,0 +1,81 @@
+"""The engine: DATABASE_URL or a Secrets Manager secret (RDS JSON shape), created on first use."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from sqlalchemy import text
+
+from shared.config import Settings
+from shared.db.engine import build_engine, normalize_url
+from shared.errors import ConfigurationError
+
+pytestmark = pytest.mark.integration
+
+
+def _secret_for(database_url: str) -> dict[str, object]:
+    url = normalize_url(database_url)
+    socket = url.query.get("unix_sock")
+    host = str(socket).rsplit("/", 1)[0] if socket else url.host
+    return {
+        "username": url.username or "postgres",
+        "password": url.password or "",
+        "host": host,
+        "port": int(str(socket).rsplit(".", 1)[1]) if socket else (url.port or 5432),
+        "dbname": url.database or "postgres",
+        "engine": "postgres",
+    }
+
+
+def test_engine_reads_credentials_from_a_secrets_manager_secret(aws, database_url, engine):
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = secrets.create_secret(Name="db", SecretString=json.dumps(_secret_for(database_url)))["ARN"]
+    from_secret = build_engine(Settings(db_secret_arn=arn))
+    try:
+        with from_secret.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        from_secret.dispose()
+
+
+def test_a_secret_without_credentials_is_a_clear_configuration_error(aws):
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = secrets.create_secret(Name="bad", SecretString=json.dumps({"host": "db"}))["ARN"]
+    with pytest.raises(ConfigurationError, match="username, password, host"):
+        build_engine(Settings(db_secret_arn=arn))
+
+
+def test_no_database_settings_is_a_clear_configuration_error():
+    with pytest.raises(ConfigurationError, match="DATABASE_URL or DB_SECRET_ARN"):
+        build_engine(Settings(database_url=None, db_secret_arn=None))
+
+
+def test_libpq_style_socket_urls_become_pg8000_unix_sockets():
+    url = normalize_url("postgresql://postgres:@/postgres?host=/tmp/pg")
+    assert url.drivername == "postgresql+pg8000"
+    assert url.query["unix_sock"] == "/tmp/pg/.s.PGSQL.5432"
+
+
+def test_nothing_connects_at_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise AssertionError('network at import')\n"
+        "socket.socket.connect = refuse\n"
+        "import handlers.send_message, handlers.delivery_confirmation\n"
+        "print('ok')\n"
+    )
+    env = {
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
