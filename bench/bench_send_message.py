@@ -222,7 +222,8 @@ def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]
 
 
 def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uuid.UUID], n: int) -> float:
-    """The same database work as the handler's transaction, as hand-written SQL over one pg8000 connection."""
+    """The same SQL the handler issues (its transaction, then the post-commit lookup and completion), written by
+    hand over one pg8000 connection: the floor for the handler's own database work."""
     import pg8000.dbapi
 
     from shared.db.engine import normalize_url
@@ -267,6 +268,17 @@ def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uui
             "SELECT %s, unnest(%s::uuid[]), 'pending' ON CONFLICT DO NOTHING",
             (message_id, recipients),
         )
+        # the job's effects, stored with it; then after commit, as the runner does: connections, completion
+        effects = json.dumps(
+            [{"kind": "enqueue", "job": str(i)}, {"kind": "broadcast", "users": len(participants)}]
+        )
+        cur.execute("UPDATE job_inbox SET effects_pending = %s::jsonb WHERE job_id = %s", (effects, job_id))
+        conn.commit()
+        cur.execute(
+            "SELECT connection_id, user_id FROM ws_connections WHERE user_id = ANY(%s::uuid[])",
+            (participants,),
+        )
+        cur.fetchall()
         cur.execute(
             "UPDATE job_inbox SET effects_pending = '[]', completed_at = now() WHERE job_id = %s", (job_id,)
         )
