@@ -222,7 +222,7 @@ def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]
 
 
 def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uuid.UUID], n: int) -> float:
-    """The same SQL the handler issues (its transaction, then the post-commit lookup and completion), written by
+    """The same SQL the handler issues (its transaction, then the post-commit lookup and completion), by
     hand over one pg8000 connection: the floor for the handler's own database work."""
     import pg8000.dbapi
 
