@@ -15,7 +15,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("demo", help="run the pipeline in-process on embedded PostgreSQL + moto and show it")
+    demo = commands.add_parser("demo", help="play a scripted conversation and show what clients receive")
+    demo.add_argument(
+        "--stack",
+        action="store_true",
+        help="through a running `switchboard dev` (real WebSocket clients) instead of in-process",
+    )
+    demo.add_argument("--data-dir", type=Path, default=Path(".switchboard"))
+
+    dev = commands.add_parser(
+        "dev", help="run everything locally: PostgreSQL, moto, pollers, WebSocket gateway"
+    )
+    dev.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state kept across restarts")
+    dev.add_argument("--fresh", action="store_true", help="start from an empty database")
+    dev.add_argument("--demo", action="store_true", help="play the two-client demo once the stack is up")
+    dev.add_argument(
+        "--once", action="store_true", help="stop after startup (and the demo) instead of serving"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--aws-port", type=int, default=4566, help="moto server (0: any free port)")
+    dev.add_argument("--websocket-port", type=int, default=3001, help="WebSocket gateway (0: any free port)")
+    dev.add_argument("--management-port", type=int, default=3002, help="@connections API (0: any free port)")
+    dev.add_argument("--log-level", default="INFO")
 
     schema = commands.add_parser("schema", help="write the job contracts as JSON Schema files")
     schema.add_argument(
@@ -30,10 +51,28 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "demo":
+        if args.stack:
+            from infra.dev_demo import load_info, play
+
+            play(load_info(args.data_dir))
+            return 0
         from infra.demo import run_demo
 
         run_demo()
         return 0
+    if args.command == "dev":
+        from infra.dev import DevOptions, run_dev
+
+        options = DevOptions(
+            data_dir=args.data_dir,
+            fresh=args.fresh,
+            host=args.host,
+            aws_port=args.aws_port,
+            websocket_port=args.websocket_port,
+            management_port=args.management_port,
+            log_level=args.log_level,
+        )
+        return run_dev(options, demo=args.demo, once=args.once)
     if args.command == "schema":
         return _schema(args.out, check=args.check)
     if args.command == "db" and args.db_command == "upgrade":

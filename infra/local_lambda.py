@@ -87,3 +87,16 @@ class SqsFunctionRunner:
                 break
             handled += len(event["Records"])
         return handled
+
+
+def invoker(spec: FunctionSpec, environment: dict[str, str]) -> Callable[[dict[str, Any]], Any]:
+    """Call a function of the template in this process with its own environment (any event source)."""
+    module = importlib.import_module(spec.module)
+    handler = getattr(module, spec.attribute)
+
+    def invoke(event: dict[str, Any]) -> Any:
+        context = LocalLambdaContext(function_name=spec.logical_id, timeout_s=spec.timeout)
+        with function_environment(environment):
+            return handler(event, context)
+
+    return invoke

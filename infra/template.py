@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,13 @@ TEMPLATE_PATH: Path = Path(__file__).resolve().parent.parent / "template.yaml"
 ACCOUNT_ID = "123456789012"
 NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "AWS::NoValue"})()
 _QUEUE_TYPE = "AWS::SQS::Queue"
+_FUNCTION_TYPE = "AWS::Serverless::Function"
+_API_TYPE = "AWS::ApiGatewayV2::Api"
+_ROUTE_TYPE = "AWS::ApiGatewayV2::Route"
+_INTEGRATION_TYPE = "AWS::ApiGatewayV2::Integration"
+_AUTHORIZER_TYPE = "AWS::ApiGatewayV2::Authorizer"
+# What `Ref <an API>` resolves to outside AWS (the local gateway uses the same id).
+LOCAL_API_ID = "local"
 _QUEUE_ATTRIBUTE_SKIP = {"QueueName", "RedrivePolicy", "Tags"}
 
 
@@ -205,6 +213,19 @@ class FunctionSpec:
     policies: list[Any]
 
 
+@dataclass(frozen=True)
+class WebSocketApiSpec:
+    """An ``AWS::ApiGatewayV2::Api`` with ``ProtocolType: WEBSOCKET``, its routes resolved to functions."""
+
+    logical_id: str
+    route_selection_expression: str
+    # route key ($connect, $disconnect, $default, custom actions) -> the function its integration invokes
+    routes: dict[str, FunctionSpec] = field(repr=False)
+    # the REQUEST authorizer of the $connect route, and where it takes the identity from
+    authorizer: FunctionSpec | None = field(repr=False)
+    identity_sources: tuple[str, ...]
+
+
 class Template:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.raw = raw
@@ -216,7 +237,7 @@ class Template:
         self.functions = {
             logical_id: self._function(logical_id, res["Properties"])
             for logical_id, res in self.resources.items()
-            if res["Type"] == "AWS::Serverless::Function"
+            if res["Type"] == _FUNCTION_TYPE
         }
 
     def context(
@@ -280,6 +301,77 @@ class Template:
     def queue_logical_id(job_type: str) -> str:
         return "".join(part.capitalize() for part in job_type.split("-")) + "Queue"
 
+    # --- the WebSocket API ------------------------------------------------------------------------------
+
+    @cached_property
+    def websocket_apis(self) -> dict[str, WebSocketApiSpec]:
+        """Every WebSocket API of the template, by logical id."""
+        return {
+            logical_id: self._websocket_api(logical_id, res.get("Properties", {}))
+            for logical_id, res in self.resources.items()
+            if res["Type"] == _API_TYPE and res.get("Properties", {}).get("ProtocolType") == "WEBSOCKET"
+        }
+
+    @property
+    def websocket_api(self) -> WebSocketApiSpec | None:
+        """The template's WebSocket API (None without one; a template with two is an error here)."""
+        if len(self.websocket_apis) > 1:
+            raise TemplateError(f"more than one WebSocket API: {sorted(self.websocket_apis)}")
+        return next(iter(self.websocket_apis.values()), None)
+
+    @property
+    def websocket_routes(self) -> dict[str, FunctionSpec]:
+        """Route key -> the function its integration invokes (empty without a WebSocket API)."""
+        api = self.websocket_api
+        return dict(api.routes) if api else {}
+
+    @property
+    def websocket_authorizer(self) -> FunctionSpec | None:
+        """The Lambda REQUEST authorizer of the ``$connect`` route, if it has one."""
+        api = self.websocket_api
+        return api.authorizer if api else None
+
+    def _websocket_api(self, api_id: str, props: dict[str, Any]) -> WebSocketApiSpec:
+        routes: dict[str, FunctionSpec] = {}
+        authorizer: FunctionSpec | None = None
+        identity: tuple[str, ...] = ()
+        for route_id, res in self.resources.items():
+            route = res.get("Properties", {})
+            if res["Type"] != _ROUTE_TYPE or _references(route.get("ApiId")) != {api_id}:
+                continue
+            key = route.get("RouteKey")
+            if not isinstance(key, str) or key in routes:
+                raise TemplateError(f"{route_id}: RouteKey must be a unique string, got {key!r}")
+            integration_id = self._referenced(route.get("Target"), _INTEGRATION_TYPE, f"{route_id}.Target")
+            integration = self.resources[integration_id].get("Properties", {})
+            if integration.get("IntegrationType") != "AWS_PROXY":
+                raise TemplateError(f"{integration_id}: only AWS_PROXY (Lambda) integrations are supported")
+            routes[key] = self._function_named(integration.get("IntegrationUri"), integration_id)
+            if "AuthorizerId" in route:
+                if key != "$connect":
+                    raise TemplateError(f"{route_id}: WebSocket authorizers apply to $connect only")
+                authorizer_id = self._referenced(route["AuthorizerId"], _AUTHORIZER_TYPE, route_id)
+                spec = self.resources[authorizer_id].get("Properties", {})
+                authorizer = self._function_named(spec.get("AuthorizerUri"), authorizer_id)
+                identity = tuple(spec.get("IdentitySource") or ())
+        return WebSocketApiSpec(
+            logical_id=api_id,
+            route_selection_expression=str(props.get("RouteSelectionExpression", "")),
+            routes=routes,
+            authorizer=authorizer,
+            identity_sources=identity,
+        )
+
+    def _referenced(self, value: Any, resource_type: str, where: str) -> str:
+        """The one resource of ``resource_type`` that ``value`` refers to (Ref, GetAtt or Sub)."""
+        found = [r for r in _references(value) if self.resources.get(r, {}).get("Type") == resource_type]
+        if len(found) != 1:
+            raise TemplateError(f"{where} must refer to exactly one {resource_type}, found {found}")
+        return found[0]
+
+    def _function_named(self, uri: Any, where: str) -> FunctionSpec:
+        return self.functions[self._referenced(uri, _FUNCTION_TYPE, where)]
+
     def function_for_queue(self, logical_id: str) -> FunctionSpec | None:
         for function in self.functions.values():
             if any(event.queue_logical_id == logical_id for event in function.sqs_events):
@@ -306,6 +398,25 @@ class Template:
             sqs_events=events,
             policies=list(merged.get("Policies", [])),
         )
+
+
+def _references(value: Any) -> set[str]:
+    """Logical ids (and parameters) that ``value`` refers to through Ref, Fn::GetAtt or Fn::Sub."""
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    if len(value) == 1:
+        ((key, args),) = value.items()
+        if key == "Ref" and isinstance(args, str):
+            return {args}
+        if key == "Fn::GetAtt":
+            return {args[0]} if isinstance(args, list) else {str(args).split(".", 1)[0]}
+        if key == "Fn::Sub":
+            text, variables = (args, {}) if isinstance(args, str) else (args[0], args[1])
+            names = {m.split(".", 1)[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+            return {n for n in names - set(variables) if not n.startswith("AWS::")} | _references(variables)
+    return set().union(*(_references(v) for v in value.values()))
 
 
 def _event_source(raw: dict[str, Any], ctx: Context) -> EventSourceSpec:
@@ -356,6 +467,18 @@ class Stack:
             }
         )
 
+    def add_api(self, logical_id: str, api_id: str) -> None:
+        """Make ``Ref <logical_id>`` (and its ApiId / ApiEndpoint attributes) resolve to ``api_id``."""
+        protocol = self.template.resources[logical_id].get("Properties", {}).get("ProtocolType", "HTTP")
+        scheme = "wss" if protocol == "WEBSOCKET" else "https"
+        self.refs[logical_id] = api_id
+        self.attributes.update(
+            {
+                (logical_id, "ApiId"): api_id,
+                (logical_id, "ApiEndpoint"): f"{scheme}://{api_id}.execute-api.{self.region}.amazonaws.com",
+            }
+        )
+
     def job_queue(self, job_type: str) -> tuple[str, str]:
         """(queue URL, dead-letter queue URL) for a job type, e.g. "send-message"."""
         logical_id = self.template.queue_logical_id(job_type)
@@ -376,9 +499,16 @@ def provision(
     sqs_client: Any,
     stack_name: str = "switchboard-local",
     parameters: dict[str, str] | None = None,
+    api_ids: Mapping[str, str] | None = None,
 ) -> Stack:
-    """Create every queue of the template: dead-letter queues first, then the queues that redrive to them."""
+    """Create every queue of the template: dead-letter queues first, then the queues that redrive to them.
+
+    API Gateway APIs are not created (the local gateway stands in for them): ``Ref`` to one resolves to its
+    id in ``api_ids``, by default ``LOCAL_API_ID``, so every function's environment resolves."""
     stack = Stack(template, stack_name, sqs_client.meta.region_name, dict(parameters or {}))
+    for logical_id, resource in template.resources.items():
+        if resource["Type"] == _API_TYPE:
+            stack.add_api(logical_id, (api_ids or {}).get(logical_id, LOCAL_API_ID))
     specs = template.queue_specs(stack.context())
     ordered = sorted(specs.values(), key=lambda spec: spec.dead_letter_logical_id is not None)
     for spec in ordered:

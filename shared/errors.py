@@ -86,3 +86,34 @@ class DependencyThrottled(TransientJobError):
     """An AWS dependency is throttling or failing; retried with backoff."""
 
     reason = "throttled"
+
+
+class DeliveryRejected(SwitchboardError):
+    """A provider refused one notification target for good (disabled endpoint, invalid address, opted out).
+    Recorded as ``failed`` on that target's delivery row; never raised out of a job. ``code`` is the
+    provider's error code (never an address or content)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# --- WebSocket (DESIGN §7): refusals and lookups at the edge, never job failures ----------------------------
+
+
+class InvalidToken(SwitchboardError):
+    """A WebSocket client's token is refused. ``reason`` is one of ``missing``, ``malformed``, ``expired``,
+    ``not-yet-valid``, ``bad-signature``, ``wrong-audience``, ``wrong-issuer``; neither the reason nor the
+    message ever contains the token."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class KeySetUnavailable(SwitchboardError):
+    """The issuer's JWKS could not be fetched or read: not the client's fault, so no refusal is given."""
+
+
+class UnknownConnection(SwitchboardError):
+    """No ``ws_connections`` row has this connection id (never registered, swept, or already gone)."""

@@ -139,6 +139,30 @@ def function(
     config_module.get_settings.cache_clear()
 
 
+@pytest.fixture
+def websocket_function(
+    aws: Stack, template: Template, db: Engine
+) -> Callable[..., Callable[[dict[str, Any]], Any]]:
+    """``websocket_function("WebSocketDefaultFunction")``: call that function of template.yaml with an API
+    Gateway event, in its environment from the template (plus the test @connections endpoint and token
+    settings), the way the local WebSocket gateway calls it. Keyword arguments add or (None) drop variables,
+    e.g. ``JWT_JWKS_URL=url, JWT_SECRET=None``."""
+    from infra.local_lambda import invoker
+    from tests.tokens import TOKEN_SETTINGS
+
+    def make(logical_id: str, **variables: str | None) -> Callable[[dict[str, Any]], Any]:
+        environment = {
+            **aws.function_environment(template.functions[logical_id]),
+            "WEBSOCKET_ENDPOINT": WEBSOCKET_ENDPOINT,
+            **TOKEN_SETTINGS,
+            **variables,
+        }
+        given = {name: value for name, value in environment.items() if value is not None}
+        return invoker(template.functions[logical_id], given)
+
+    return make
+
+
 def queue_messages(stack: Stack, logical_id: str, max_messages: int = 10) -> list[dict[str, Any]]:
     """Everything currently visible in a queue (received with all attributes, left in place)."""
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -159,9 +183,14 @@ def queue_messages(stack: Stack, logical_id: str, max_messages: int = 10) -> lis
 
 def ws_frames(connection_id: str) -> list[dict[str, Any]]:
     """Frames moto's API Gateway management API received for a connection (it concatenates them)."""
+    from urllib.parse import quote
+
     from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
-    data = apigatewaymanagementapi_backends["123456789012"]["us-east-1"].connections[connection_id].data
+    connections = apigatewaymanagementapi_backends["123456789012"]["us-east-1"].connections
+    # moto keeps the id as it appears in the URL: real ids end in "=", which arrives as "%3D"
+    key = connection_id if connection_id in connections else quote(connection_id, safe="")
+    data = connections[key].data
     decoder, text_data, frames, index = json.JSONDecoder(), data.decode("utf-8"), [], 0
     while index < len(text_data):
         frame, index = decoder.raw_decode(text_data, index)

@@ -4,7 +4,7 @@ the chat API writes them too. Statuses are text with CHECK constraints so other 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Time,
     UniqueConstraint,
     func,
 )
@@ -148,6 +149,9 @@ class Attachment(Base):
 
 class WsConnection(Base):
     __tablename__ = "ws_connections"
+    # The sweeper finds connections past API Gateway's maximum duration by connected_at, which never changes;
+    # last_seen_at changes with every client frame and stays unindexed so those updates stay HOT.
+    __table_args__ = (Index("ix_ws_connections_connected_at", "connected_at"),)
 
     connection_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
@@ -207,3 +211,121 @@ class JobFailure(Base):
     first_failed_at: Mapped[datetime] = _now()
     last_failed_at: Mapped[datetime] = _now()
     redriven_at: Mapped[datetime | None]
+
+
+# --- notifications (DESIGN §6 notification) ------------------------------------------------------------
+
+NOTIFICATION_CHANNELS = ("push", "email", "sms", "in_app")
+NOTIFICATION_CATEGORIES = ("message", "mention", "system")
+DEVICE_PLATFORMS = ("apns", "apns_sandbox", "fcm")
+NOTIFICATION_DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped")
+
+
+class NotificationPreference(Base):
+    """A user's choice for one channel. No row: the channel's default (push and in_app on, email and sms off).
+
+    Quiet hours are a local-time window ``[quiet_start, quiet_end)`` in ``time_zone`` (IANA name); a window
+    whose start is after its end wraps midnight; equal bounds mean no quiet hours. They hold back push and
+    sms only."""
+
+    __tablename__ = "notification_preferences"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", NOTIFICATION_CHANNELS), name="channel"),
+        CheckConstraint("(quiet_start IS NULL) = (quiet_end IS NULL)", name="quiet_hours_complete"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    quiet_start: Mapped[time | None] = mapped_column(Time)
+    quiet_end: Mapped[time | None] = mapped_column(Time)
+    time_zone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    updated_at: Mapped[datetime] = _now()
+
+
+class MutedConversation(Base):
+    """A conversation whose notifications reach the user in-app only, until ``until`` (NULL: until
+    unmuted)."""
+
+    __tablename__ = "muted_conversations"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    # A mute of a purged conversation means nothing: it goes with the conversation.
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class DeviceEndpoint(Base):
+    """A device registered for push: its platform token and the SNS platform endpoint created for it (by the
+    chat API). Switchboard sets ``enabled`` false when SNS reports the endpoint disabled or unknown."""
+
+    __tablename__ = "device_endpoints"
+    __table_args__ = (
+        CheckConstraint(_one_of("platform", DEVICE_PLATFORMS), name="platform"),
+        UniqueConstraint("platform", "token", name="uq_device_endpoints_platform_token"),
+        Index("ix_device_endpoints_user_id", "user_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    platform: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(4096))
+    sns_endpoint_arn: Mapped[str] = mapped_column(String(1024), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    disabled_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class InAppNotification(Base):
+    """A notification in the user's in-app inbox. ``conversation_id`` / ``message_id`` are references without
+    foreign keys: retention may remove the message while the notification stays."""
+
+    __tablename__ = "in_app_notifications"
+    __table_args__ = (
+        CheckConstraint(_one_of("category", NOTIFICATION_CATEGORIES), name="category"),
+        Index("ix_in_app_notifications_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    category: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    conversation_id: Mapped[uuid.UUID | None]
+    message_id: Mapped[uuid.UUID | None]
+    read_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class NotificationDelivery(Base):
+    """The outcome of one notification job on one channel and target: an SNS endpoint ARN (push), an email
+    address, a phone number, an in-app notification id, or ``''`` when the channel as a whole was skipped
+    (``error`` says why). Rows are written in the job's transaction as ``pending`` and settled after each
+    send, so a redelivered job never sends again what is ``sent``."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint(
+            "job_id", "channel", "target", name="uq_notification_deliveries_job_id_channel_target"
+        ),
+        CheckConstraint(_one_of("channel", NOTIFICATION_CHANNELS), name="channel"),
+        CheckConstraint(_one_of("status", NOTIFICATION_DELIVERY_STATUSES), name="status"),
+        Index("ix_notification_deliveries_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID]
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    provider_message_id: Mapped[str | None] = mapped_column(String(256))
+    error: Mapped[str | None] = mapped_column(String(1000))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

@@ -47,14 +47,12 @@ def send_jobs(jobs: Sequence[Any], *, delay_seconds: int = 0) -> int:
 
 def _send_chunk(url: str, jobs: list[Any], delay_seconds: int) -> int:
     pending = {str(i): _entry(job, str(i), delay_seconds) for i, job in enumerate(jobs)}
-    calls = 0
     for attempt in range(_ATTEMPTS):
         result = client("sqs").send_message_batch(QueueUrl=url, Entries=list(pending.values()))
-        calls += 1
         failed = result.get("Failed") or []
         pending = {f["Id"]: pending[f["Id"]] for f in failed}
         if not pending:
-            return calls
+            return attempt + 1
         if any(f.get("SenderFault") for f in failed):
             codes = sorted({f.get("Code", "?") for f in failed})
             raise DependencyThrottled(f"SQS rejected {len(failed)} {jobs[0].job_type} job(s): {codes}")

@@ -63,12 +63,19 @@ def resources_of_type(template: Template, resource_type: str) -> dict[str, dict[
     return {k: r.get("Properties", {}) for k, r in template.resources.items() if r["Type"] == resource_type}
 
 
+def policy_documents(policy: Any) -> list[dict[str, Any]]:
+    """A function's policy entry as documents: both branches of a conditional (``Fn::If``) policy."""
+    if isinstance(policy, dict) and "Fn::If" in policy:
+        return [document for branch in policy["Fn::If"][1:] for document in policy_documents(branch)]
+    return [policy] if isinstance(policy, dict) and "Statement" in policy else []
+
+
 def policy_statements(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every inline IAM statement: function Policies documents and AWS::IAM::* resources."""
     for fn in template.functions.values():
         for policy in fn.policies:
-            if isinstance(policy, dict):
-                for statement in policy.get("Statement", []):
+            for document in policy_documents(policy):
+                for statement in document.get("Statement", []):
                     yield fn.logical_id, statement
     for logical_id, resource in template.resources.items():
         if resource["Type"].startswith("AWS::IAM::"):
@@ -356,13 +363,48 @@ def test_functions_may_only_delay_messages_of_their_own_queue(template: Template
         assert granted(template, fn.logical_id, "sqs:ChangeMessageVisibility") == own
 
 
-def test_functions_read_only_the_database_secret_and_post_only_to_websockets(template: Template) -> None:
+def test_functions_read_only_the_secret_they_need(template: Template) -> None:
     for fn in template.functions.values():
         secrets = granted(template, fn.logical_id, "secretsmanager:GetSecretValue")
-        assert secrets == [{"Ref": "DatabaseSecretArn"}]
-        (connections,) = granted(template, fn.logical_id, "execute-api:ManageConnections")
-        assert connections["Fn::Sub"].endswith(":${WebSocketApiId}/${WebSocketStage}/*/@connections/*")
+        if fn.logical_id == "WebSocketAuthorizerFunction":
+            # No database; the signing secret only when one is configured.
+            assert secrets == [{"Ref": "JwtSecretArn"}]
+            (policy,) = fn.policies
+            assert policy["Fn::If"][0] == "HasJwtSecretArn"
+            assert policy["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+        else:
+            assert secrets == [{"Ref": "DatabaseSecretArn"}], fn.logical_id
         assert granted(template, fn.logical_id, "cloudwatch:PutMetricData") == []  # metrics are EMF logs
+
+
+MANAGE_CONNECTIONS = re.compile(
+    r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+    r"\$\{WebSocketApi\}/\$\{WebSocketStage\}/(POST|GET|DELETE)/@connections/\*"
+)
+# The @connections methods each WebSocket-facing function uses; any other function may only POST.
+CONNECTION_METHODS = {
+    "SendMessageFunction": {"POST"},
+    "DeliveryConfirmationFunction": {"POST"},
+    "WebSocketDefaultFunction": {"POST"},
+    "StaleConnectionSweeperFunction": {"DELETE"},
+    "WebSocketAuthorizerFunction": set(),
+    "WebSocketConnectFunction": set(),
+    "WebSocketDisconnectFunction": set(),
+}
+
+
+def test_manage_connections_is_scoped_to_this_api_stage_and_the_methods_used(template: Template) -> None:
+    for fn in template.functions.values():
+        methods = set()
+        for resource in granted(template, fn.logical_id, "execute-api:ManageConnections"):
+            match = MANAGE_CONNECTIONS.fullmatch(resource["Fn::Sub"])
+            assert match, f"{fn.logical_id}: {resource}"
+            methods.add(match.group(1))
+        assert methods == CONNECTION_METHODS.get(fn.logical_id, methods & {"POST"}), fn.logical_id
+        if methods:
+            assert fn.environment["WEBSOCKET_ENDPOINT"] == {
+                "Fn::Sub": "https://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${WebSocketStage}"
+            }
 
 
 # --- provisioning against moto --------------------------------------------------------------------------
@@ -428,9 +470,11 @@ def test_function_environment_resolves_queue_urls_parameters_and_pseudo_paramete
 
 
 def test_a_required_parameter_left_unset_leaves_its_variable_out(template: Template, sqs: Any) -> None:
-    assert template.required_parameters == ["DatabaseSecretArn"]
+    assert template.required_parameters == ["DatabaseSecretArn", "JwtAudience", "JwtIssuer"]
     stack = provision(template, sqs_client=sqs)
     assert "DB_SECRET_ARN" not in stack.function_environment(template.functions["SendMessageFunction"])
+    authorizer = stack.function_environment(template.functions["WebSocketAuthorizerFunction"])
+    assert "JWT_ISSUER" not in authorizer and "JWT_AUDIENCE" not in authorizer
 
 
 def test_intrinsics_resolve_against_provisioned_resources(stack: Stack) -> None:
@@ -468,3 +512,197 @@ def test_requirements_txt_matches_the_package_dependencies() -> None:
     lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
     requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert sorted(requirements) == sorted(pyproject["project"]["dependencies"])
+
+
+# --- the WebSocket API (DESIGN section 7) ---------------------------------------------------------------
+
+WEBSOCKET_ROUTES = {
+    "$connect": "WebSocketConnectFunction",
+    "$disconnect": "WebSocketDisconnectFunction",
+    "$default": "WebSocketDefaultFunction",
+}
+
+
+def test_websocket_api_selects_routes_by_the_action_field(template: Template) -> None:
+    (api,) = resources_of_type(template, "AWS::ApiGatewayV2::Api").values()
+    assert api["ProtocolType"] == "WEBSOCKET"
+    assert api["RouteSelectionExpression"] == "$request.body.action"
+    assert template.websocket_api is not None
+    assert template.websocket_api.route_selection_expression == "$request.body.action"
+
+
+def test_websocket_routes_are_read_from_the_template(template: Template) -> None:
+    routes = {key: spec.logical_id for key, spec in template.websocket_routes.items()}
+    assert routes == WEBSOCKET_ROUTES
+    assert template.websocket_authorizer is template.functions["WebSocketAuthorizerFunction"]
+    assert template.websocket_api is not None
+    assert template.websocket_api.identity_sources == ("route.request.querystring.token",)
+
+
+def test_every_route_has_a_lambda_proxy_integration_and_an_invoke_permission(template: Template) -> None:
+    routes = resources_of_type(template, "AWS::ApiGatewayV2::Route")
+    integrations = resources_of_type(template, "AWS::ApiGatewayV2::Integration")
+    permissions = resources_of_type(template, "AWS::Lambda::Permission")
+    assert {route["RouteKey"] for route in routes.values()} == set(WEBSOCKET_ROUTES)
+    for route in routes.values():
+        assert route["ApiId"] == {"Ref": "WebSocketApi"}
+        integration_id = route["Target"]["Fn::Sub"].removeprefix("integrations/${").removesuffix("}")
+        integration = integrations[integration_id]
+        function_id = WEBSOCKET_ROUTES[route["RouteKey"]]
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        assert f"${{{function_id}.Arn}}/invocations" in integration["IntegrationUri"]["Fn::Sub"]
+        (permission,) = [p for p in permissions.values() if p["FunctionName"] == {"Ref": function_id}]
+        assert permission["Action"] == "lambda:InvokeFunction"
+        assert permission["Principal"] == "apigateway.amazonaws.com"
+        assert permission["SourceArn"]["Fn::Sub"] == (
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+            f"${{WebSocketApi}}/${{WebSocketStage}}/{route['RouteKey']}"
+        )
+
+
+def test_connect_route_is_behind_the_token_authorizer(template: Template) -> None:
+    routes = {r["RouteKey"]: r for r in resources_of_type(template, "AWS::ApiGatewayV2::Route").values()}
+    assert routes["$connect"]["AuthorizationType"] == "CUSTOM"
+    assert routes["$connect"]["AuthorizerId"] == {"Ref": "WebSocketAuthorizer"}
+    assert all(routes[key]["AuthorizationType"] == "NONE" for key in ("$disconnect", "$default"))
+    authorizer = template.resources["WebSocketAuthorizer"]["Properties"]
+    assert authorizer["AuthorizerType"] == "REQUEST"
+    assert authorizer["IdentitySource"] == ["route.request.querystring.token"]
+    assert "${WebSocketAuthorizerFunction.Arn}/invocations" in authorizer["AuthorizerUri"]["Fn::Sub"]
+    (permission,) = [
+        p
+        for p in resources_of_type(template, "AWS::Lambda::Permission").values()
+        if p["FunctionName"] == {"Ref": "WebSocketAuthorizerFunction"}
+    ]
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    assert permission["SourceArn"]["Fn::Sub"].endswith(
+        ":${WebSocketApi}/authorizers/${WebSocketAuthorizer}"
+    )
+
+
+def test_authorizer_is_configured_for_tokens_and_needs_no_database_or_vpc(template: Template) -> None:
+    fn = template.functions["WebSocketAuthorizerFunction"]
+    raw = template.resources["WebSocketAuthorizerFunction"]["Properties"]
+    assert raw["VpcConfig"] == {"Ref": "AWS::NoValue"}
+    assert fn.environment["JWT_ISSUER"] == {"Ref": "JwtIssuer"}
+    assert fn.environment["JWT_AUDIENCE"] == {"Ref": "JwtAudience"}
+    api = {"WebSocketApi": "api"}
+    environment = resolve(fn.environment, template.context(refs=api))
+    assert "JWT_SECRET_ARN" not in environment and "JWT_JWKS_URL" not in environment
+    given = {"JwtSecretArn": SECRET_ARN, "JwtJwksUrl": "https://issuer/jwks"}
+    environment = resolve(fn.environment, template.context(parameters=given, refs=api))
+    assert (environment["JWT_SECRET_ARN"], environment["JWT_JWKS_URL"]) == (SECRET_ARN, "https://issuer/jwks")
+    (rule,) = template.raw["Rules"].values()
+    assert "JwtSecretArn" in json.dumps(rule) and "JwtJwksUrl" in json.dumps(rule)
+
+
+def test_stage_is_deployed_after_every_route_with_throttling(template: Template) -> None:
+    deployment = template.resources["WebSocketDeployment"]
+    routes = resources_of_type(template, "AWS::ApiGatewayV2::Route")
+    assert set(deployment["DependsOn"]) == set(routes)
+    (stage,) = resources_of_type(template, "AWS::ApiGatewayV2::Stage").values()
+    assert stage["StageName"] == {"Ref": "WebSocketStage"}
+    assert stage["DeploymentId"] == {"Ref": "WebSocketDeployment"}
+    assert template.parameters["WebSocketStage"] == "prod"
+    settings = stage["DefaultRouteSettings"]
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "WebSocketThrottlingBurstLimit"}
+    assert settings["ThrottlingRateLimit"] == {"Ref": "WebSocketThrottlingRateLimit"}
+
+
+def test_websocket_url_is_a_stack_output(template: Template) -> None:
+    url = template.raw["Outputs"]["WebSocketUrl"]["Value"]["Fn::Sub"]
+    assert url == "wss://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${WebSocketStage}"
+
+
+def test_sweeper_runs_every_quarter_hour(template: Template) -> None:
+    events = template.resources["StaleConnectionSweeperFunction"]["Properties"]["Events"]
+    (event,) = events.values()
+    assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(15 minutes)")
+
+
+def test_websocket_functions_answer_within_api_gateways_integration_timeout(template: Template) -> None:
+    for key, fn in template.websocket_routes.items():
+        assert fn.timeout < 29, key
+    assert template.websocket_authorizer is not None and template.websocket_authorizer.timeout < 29
+
+
+def test_provision_resolves_the_api_to_a_local_id(template: Template, stack: Stack) -> None:
+    ctx = stack.context()
+    assert resolve({"Ref": "WebSocketApi"}, ctx) == "local"
+    endpoint = resolve({"Fn::GetAtt": ["WebSocketApi", "ApiEndpoint"]}, ctx)
+    assert endpoint == "wss://local.execute-api.us-east-1.amazonaws.com"
+    for fn in template.functions.values():
+        assert stack.function_environment(fn)["WEBSOCKET_ENDPOINT"].startswith("https://local.execute-api.")
+
+
+def test_provision_takes_another_api_id(template: Template, sqs: Any) -> None:
+    stack = provision(template, sqs_client=sqs, api_ids={"WebSocketApi": "abc123"})
+    environment = stack.function_environment(template.functions["WebSocketDefaultFunction"])
+    assert environment["WEBSOCKET_ENDPOINT"] == "https://abc123.execute-api.us-east-1.amazonaws.com/prod"
+    assert environment["DELIVERY_CONFIRMATION_QUEUE_URL"] == stack.queue_urls["DeliveryConfirmationQueue"]
+
+
+WEBSOCKET_TEMPLATE = """
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: "$request.body.action"}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties: {Handler: handlers/x.lambda_handler}
+  Integration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: INTEGRATION_TYPE
+      IntegrationUri: !Join ["", ["arn:aws:apigateway:r:lambda:path/", !GetAtt Fn.Arn, "/invocations"]]
+  Authorizer:
+    Type: AWS::ApiGatewayV2::Authorizer
+    Properties: {ApiId: !Ref Api, AuthorizerUri: !Sub "${Fn.Arn}", IdentitySource: [route.request.header.A]}
+  Route:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: ROUTE_KEY
+      AuthorizerId: !Ref Authorizer
+      Target: !Join ["/", [integrations, !Ref Integration]]
+"""
+
+
+def websocket_template(tmp_path: Path, **replace: str) -> Template:
+    text = WEBSOCKET_TEMPLATE
+    for name, value in {"INTEGRATION_TYPE": "AWS_PROXY", "ROUTE_KEY": "$connect", **replace}.items():
+        text = text.replace(name, value)
+    path = tmp_path / "t.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_template(path)
+
+
+def test_routes_resolve_through_join_getatt_and_sub_forms(tmp_path: Path) -> None:
+    template = websocket_template(tmp_path)
+    assert {k: v.logical_id for k, v in template.websocket_routes.items()} == {"$connect": "Fn"}
+    assert template.websocket_authorizer is template.functions["Fn"]
+    assert template.websocket_api is not None
+    assert template.websocket_api.identity_sources == ("route.request.header.A",)
+
+
+def test_a_route_the_local_gateway_cannot_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="AWS_PROXY"):
+        _ = websocket_template(tmp_path, INTEGRATION_TYPE="HTTP_PROXY").websocket_routes
+    with pytest.raises(TemplateError, match=r"\$connect only"):
+        _ = websocket_template(tmp_path, ROUTE_KEY="$default").websocket_routes
+
+
+def test_a_template_without_a_websocket_api_has_no_routes(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n", encoding="utf-8")
+    template = load_template(path)
+    assert template.websocket_api is None and template.websocket_authorizer is None
+    assert template.websocket_routes == {}
+
+
+def test_two_websocket_apis_are_a_clear_error(tmp_path: Path) -> None:
+    raw = websocket_template(tmp_path).raw
+    raw["Resources"]["Api2"] = raw["Resources"]["Api"]
+    with pytest.raises(TemplateError, match="more than one WebSocket API"):
+        _ = Template(raw).websocket_routes

@@ -1,0 +1,143 @@
+"""``switchboard dev --demo`` / ``switchboard demo --stack``: a scripted conversation between two real
+WebSocket clients through a running local stack, printing what each client receives."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+def mint_token(info: dict[str, Any], user_id: uuid.UUID, *, ttl: timedelta = timedelta(hours=1)) -> str:
+    """A token the local stack's authorizer accepts for ``user_id``."""
+    import jwt
+
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "iss": info["jwt_issuer"],
+        "aud": info["jwt_audience"],
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, info["jwt_secret"], algorithm="HS256")
+
+
+def load_info(data_dir: Path = Path(".switchboard")) -> dict[str, Any]:
+    path = data_dir / "dev.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: start the stack first with `switchboard dev`")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def seed_conversation(info: dict[str, Any], names: list[str]) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """Users and a conversation between them, written to the stack's database (as the chat API would)."""
+    from sqlalchemy import insert
+
+    from shared.config import Settings
+    from shared.db.engine import build_engine
+    from shared.db.models import Conversation, ConversationParticipant, User
+
+    engine = build_engine(Settings(database_url=info["database_url"]))
+    users = [uuid.uuid4() for _ in names]
+    conversation = uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(insert(User), [{"id": u, "display_name": n} for u, n in zip(users, names, strict=True)])
+        conn.execute(
+            insert(Conversation).values(id=conversation, kind="direct" if len(users) == 2 else "group")
+        )
+        conn.execute(
+            insert(ConversationParticipant), [{"conversation_id": conversation, "user_id": u} for u in users]
+        )
+    engine.dispose()
+    return conversation, users
+
+
+def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
+    import boto3
+
+    job_id = str(uuid.uuid4())
+    body = {
+        "job_id": job_id,
+        "job_type": job_type,
+        "schema_version": 1,
+        "created_at": datetime.now(UTC).isoformat(),
+        "correlation_id": "dev-demo",
+        "data": data,
+    }
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=info["aws_endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+    )
+    params: dict[str, Any] = {"QueueUrl": info["queues"][job_type]["url"], "MessageBody": json.dumps(body)}
+    if params["QueueUrl"].endswith(".fifo"):
+        params["MessageGroupId"] = data.get("conversation_id", job_id)
+        params["MessageDeduplicationId"] = job_id
+    sqs.send_message(**params)
+    return job_id
+
+
+def receive(socket: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
+    """The next frame on ``socket`` matching ``predicate`` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no matching frame arrived")
+        frame = json.loads(socket.recv(timeout=remaining))
+        if predicate(frame):
+            return dict(frame)
+
+
+def _status_frame(status: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame.get("type") == "message.status" and frame.get("status") == status
+
+
+def play(info: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    from websockets.sync.client import connect
+
+    conversation, (alice, bob) = seed_conversation(info, ["Alice", "Bob"])
+    names = {str(alice): "Alice", str(bob): "Bob"}
+    url = info["websocket_url"]
+    out("\n-- demo: Alice and Bob connect over WebSocket --")
+    with (
+        connect(f"{url}?token={mint_token(info, alice)}") as alice_ws,
+        connect(f"{url}?token={mint_token(info, bob)}") as bob_ws,
+    ):
+        message_id = str(uuid.uuid4())
+        send_job(
+            info,
+            "send-message",
+            {
+                "message_id": message_id,
+                "conversation_id": str(conversation),
+                "sender_id": str(alice),
+                "content": "Hi Bob! Lunch at 12:30?",
+            },
+        )
+        out("Alice's app -> send-message job on the SendMessage queue")
+        for name, ws in (("Alice", alice_ws), ("Bob", bob_ws)):
+            frame = receive(ws, lambda f: f.get("type") == "message.new")
+            message = frame["message"]
+            out(
+                f"  {name:5} <- message.new    #{message['seq']} from {names[message['sender_id']]}: "
+                f"{message['content']!r}"
+            )
+        for status in ("delivered", "read"):
+            bob_ws.send(json.dumps({"action": "ack", "status": status, "message_ids": [message_id]}))
+            out(f"Bob's app  -> ack {status}")
+            frame = receive(alice_ws, _status_frame(status))
+            out(
+                f"  Alice <- message.status {frame['status']} by {names[frame['recipient_id']]} "
+                f"(message is now {frame['message_status']})"
+            )
+        bob_ws.send(json.dumps({"action": "ping"}))
+        out(f"  Bob   <- {receive(bob_ws, lambda f: f.get('type') == 'pong')['type']}")
+    out("-- demo done --")

@@ -1,0 +1,282 @@
+"""End to end through the real local stack (`switchboard dev` in a subprocess): moto server, poller
+processes, embedded PostgreSQL, the local WebSocket gateway, and real WebSocket clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import func, select
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from infra.dev_demo import mint_token, receive, seed_conversation, send_job
+from shared.config import Settings
+from shared.db.engine import build_engine
+from shared.db.models import Message, WsConnection
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunningStack:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self, *, fresh: bool = False) -> None:
+        dev_json = self.data_dir / "dev.json"
+        dev_json.unlink(missing_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "dev",
+            "--data-dir",
+            str(self.data_dir),
+            "--aws-port",
+            "0",
+            "--websocket-port",
+            "0",
+            "--management-port",
+            "0",
+            "--log-level",
+            "WARNING",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DATABASE_URL"))}
+        self.process = subprocess.Popen(
+            [*args, *(["--fresh"] if fresh else [])], cwd=ROOT, env=env, text=True
+        )
+        deadline = time.monotonic() + 90
+        while not dev_json.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"switchboard dev exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("switchboard dev did not come up in 90 s")
+            time.sleep(0.2)
+        self.info = json.loads(dev_json.read_text())
+        self.engine = build_engine(Settings(database_url=self.info["database_url"]))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if getattr(self, "engine", None) is not None:
+            self.engine.dispose()
+
+    def sqs(self) -> Any:
+        return boto3.client(
+            "sqs",
+            endpoint_url=self.info["aws_endpoint_url"],
+            region_name=self.info["region"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+    def ws(self, user_id: uuid.UUID) -> Any:
+        return connect(
+            f"{self.info['websocket_url']}?token={mint_token(self.info, user_id)}", open_timeout=10
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    running = RunningStack(tmp_path_factory.mktemp("stack"))
+    running.start(fresh=True)
+    yield running
+    running.stop()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def test_dev_json_describes_the_stack(stack):
+    info = stack.info
+    assert set(info) >= {
+        "aws_endpoint_url",
+        "region",
+        "database_url",
+        "websocket_url",
+        "jwt_secret",
+        "queues",
+    }
+    assert set(info["queues"]) == {
+        "send-message",
+        "delivery-confirmation",
+        "encryption",
+        "indexing",
+        "batch-message",
+        "cleanup",
+        "notification",
+    }
+    send = info["queues"]["send-message"]
+    assert send["url"].endswith(".fifo") and send["dlq_url"].endswith(".fifo")
+
+
+def test_a_valid_token_connects_and_a_bad_one_is_refused_at_the_handshake(stack):
+    _, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
+    with stack.ws(alice) as socket:
+        socket.send(json.dumps({"action": "ping"}))
+        assert receive(socket, lambda f: f.get("type") == "pong")["type"] == "pong"
+    for token in (
+        "",
+        "not-a-jwt",
+        mint_token({**stack.info, "jwt_secret": "a-wrong-secret-of-sufficient-length-000"}, alice),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{stack.info['websocket_url']}?token={token}", open_timeout=10)
+        assert refused.value.response.status_code in (401, 403)
+
+
+def test_a_message_reaches_both_sockets_and_the_ack_reaches_the_sender(stack):
+    conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
+    with stack.ws(alice) as alice_ws, stack.ws(bob) as bob_ws:
+        message_id = str(uuid.uuid4())
+        send_job(
+            stack.info,
+            "send-message",
+            {
+                "message_id": message_id,
+                "conversation_id": str(conversation),
+                "sender_id": str(alice),
+                "content": "round trip",
+            },
+        )
+        for socket in (alice_ws, bob_ws):
+            frame = receive(socket, lambda f: f.get("type") == "message.new")
+            assert frame["message"]["id"] == message_id and frame["message"]["content"] == "round trip"
+        bob_ws.send(json.dumps({"action": "ack", "status": "read", "message_ids": [message_id]}))
+        status = receive(alice_ws, lambda f: f.get("type") == "message.status")
+        assert (status["message_id"], status["recipient_id"], status["status"], status["message_status"]) == (
+            message_id,
+            str(bob),
+            "read",
+            "read",
+        )
+
+
+def test_a_client_that_drops_without_closing_is_removed_on_the_next_broadcast(stack):
+    conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
+    dropped = stack.ws(bob)
+    with stack.engine.connect() as conn:
+        rows = conn.execute(select(WsConnection.connection_id).where(WsConnection.user_id == bob)).all()
+    assert len(rows) == 1
+    dropped.socket.close()  # the TCP connection dies, no close frame: API Gateway misses the $disconnect
+    with stack.ws(alice) as alice_ws:
+        send_job(
+            stack.info,
+            "send-message",
+            {
+                "message_id": str(uuid.uuid4()),
+                "conversation_id": str(conversation),
+                "sender_id": str(alice),
+                "content": "anyone there?",
+            },
+        )
+        receive(alice_ws, lambda f: f.get("type") == "message.new")
+
+        def bob_gone() -> bool:
+            with stack.engine.connect() as conn:
+                return (
+                    conn.execute(
+                        select(func.count()).select_from(WsConnection).where(WsConnection.user_id == bob)
+                    ).scalar_one()
+                    == 0
+                )
+
+        wait_for(bob_gone)
+
+
+def test_a_poison_job_ends_in_the_dlq_intact_and_its_neighbours_are_processed(stack):
+    conversation, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
+    sqs = stack.sqs()
+    queue = stack.info["queues"]["delivery-confirmation"]
+    poison = '{"job_type": "delivery-confirmation", "this is": "not a job"'
+    sqs.send_message(QueueUrl=queue["url"], MessageBody=poison)
+    good_ids = []
+    for i in range(3):
+        message_id = str(uuid.uuid4())
+        good_ids.append(message_id)
+        send_job(
+            stack.info,
+            "send-message",
+            {
+                "message_id": message_id,
+                "conversation_id": str(conversation),
+                "sender_id": str(alice),
+                "content": f"neighbour {i}",
+            },
+        )
+
+    def dead_letters() -> list[dict[str, Any]]:
+        return sqs.receive_message(
+            QueueUrl=queue["dlq_url"],
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+
+    [dead] = wait_for(dead_letters)
+    assert dead["Body"] == poison
+    assert dead["MessageAttributes"]["ErrorReason"]["StringValue"] == "invalid-job"
+
+    def all_sent() -> bool:
+        with stack.engine.connect() as conn:
+            return (
+                conn.execute(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(Message.id.in_([uuid.UUID(m) for m in good_ids]), Message.status == "sent")
+                ).scalar_one()
+                == 3
+            )
+
+    wait_for(all_sent)
+
+
+def test_a_restart_with_the_same_data_dir_keeps_messages(stack):
+    conversation, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
+    message_id = uuid.uuid4()
+    send_job(
+        stack.info,
+        "send-message",
+        {
+            "message_id": str(message_id),
+            "conversation_id": str(conversation),
+            "sender_id": str(alice),
+            "content": "survives restarts",
+        },
+    )
+
+    def stored() -> bool:
+        with stack.engine.connect() as conn:
+            return conn.execute(select(Message.id).where(Message.id == message_id)).first() is not None
+
+    wait_for(stored)
+    stack.stop()
+    stack.start()
+    with stack.engine.connect() as conn:
+        assert (
+            conn.execute(select(Message.content).where(Message.id == message_id)).scalar_one()
+            == "survives restarts"
+        )
