@@ -55,6 +55,7 @@ class LocalStack:
     _workers: list[Any] = field(default_factory=list)
     _stop: Any = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -97,9 +98,10 @@ class LocalStack:
         self._start_gateway(environment, options.host, ws_port, management_port)
         self._start_pollers(stack, environment)
         self._start_schedules(environment)
-        threading.Thread(
+        self._watcher = threading.Thread(
             target=watch_notifications, args=(self._scheduler_stop,), name="notifications", daemon=True
-        ).start()
+        )
+        self._watcher.start()
 
         self.info = {
             "aws_endpoint_url": aws_url,
@@ -130,6 +132,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._scheduler_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)  # its last scan reports what the last jobs sent
         if self._stop is not None:
             self._stop.set()
         for worker in self._workers:
@@ -300,20 +304,23 @@ def watch_notifications(stop: threading.Event, out: Callable[[str], None] = prin
 
     sns, ses = sns_backends["123456789012"][REGION], ses_backends["123456789012"][REGION]
     seen: set[str] = set()
-    while not stop.wait(0.5):
+
+    def report(key: str, line: str) -> None:
+        if key not in seen:
+            seen.add(key)
+            out(f"[notification] {line}")
+
+    while True:
+        stopping = stop.wait(0.5)
         for arn, endpoint in list(sns.platform_endpoints.items()):
             for message_id in list(endpoint.messages):
-                if message_id not in seen:
-                    seen.add(message_id)
-                    out(f"[notification] push  -> endpoint {arn.rsplit('/', 1)[-1]} ({arn.split('/')[1]})")
+                report(message_id, f"push  -> endpoint {arn.rsplit('/', 1)[-1]} ({arn.split('/')[1]})")
         for message_id, (number, _) in list(sns.sms_messages.items()):
-            if message_id not in seen:
-                seen.add(message_id)
-                out(f"[notification] sms   -> {number}")
+            report(message_id, f"sms   -> {number}")
         for message in list(ses.sent_messages):
-            if message.id not in seen:
-                seen.add(message.id)
-                out(f"[notification] email -> {', '.join(message.destinations.get('ToAddresses', []))}")
+            report(message.id, f"email -> {', '.join(message.destinations.get('ToAddresses', []))}")
+        if stopping:
+            return
 
 
 def provision_other_resources(template: Template, stack: Stack) -> None:

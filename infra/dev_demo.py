@@ -140,4 +140,78 @@ def play(info: dict[str, Any], out: Callable[[str], None] = print) -> None:
             )
         bob_ws.send(json.dumps({"action": "ping"}))
         out(f"  Bob   <- {receive(bob_ws, lambda f: f.get('type') == 'pong')['type']}")
+    _offline_part(info, conversation, alice, bob, out)
     out("-- demo done --")
+
+
+def _offline_part(
+    info: dict[str, Any],
+    conversation: uuid.UUID,
+    alice: uuid.UUID,
+    bob: uuid.UUID,
+    out: Callable[[str], None],
+) -> None:
+    """Bob is offline now, with a phone registered and email notifications on: Alice's next message reaches
+    him as a notification job (push, email, in-app)."""
+    import boto3
+    from sqlalchemy import insert, select, update
+
+    from shared.config import Settings
+    from shared.db.engine import build_engine
+    from shared.db.models import DeviceEndpoint, NotificationDelivery, NotificationPreference, User
+
+    sns = boto3.client(
+        "sns",
+        endpoint_url=info["aws_endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+    )
+    apns = next(
+        a["PlatformApplicationArn"]
+        for a in sns.list_platform_applications()["PlatformApplications"]
+        if ":app/APNS/" in a["PlatformApplicationArn"]
+    )
+    token = uuid.uuid4().hex * 2
+    endpoint = sns.create_platform_endpoint(PlatformApplicationArn=apns, Token=token)["EndpointArn"]
+    engine = build_engine(Settings(database_url=info["database_url"]))
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.id == bob).values(email="bob@example.com"))
+        conn.execute(
+            insert(DeviceEndpoint).values(
+                id=uuid.uuid4(), user_id=bob, platform="apns", token=token, sns_endpoint_arn=endpoint
+            )
+        )
+        conn.execute(insert(NotificationPreference).values(user_id=bob, channel="email", enabled=True))
+    out("\nBob closes the app (an iPhone registered, email notifications on)")
+    send_job(
+        info,
+        "send-message",
+        {
+            "message_id": str(uuid.uuid4()),
+            "conversation_id": str(conversation),
+            "sender_id": str(alice),
+            "content": "Running 5 min late!",
+        },
+    )
+    out("Alice's app -> send-message job; Bob has no live connection -> a notification job")
+    deadline = time.monotonic() + 20
+    rows: Any = []
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    NotificationDelivery.channel, NotificationDelivery.target, NotificationDelivery.status
+                ).where(NotificationDelivery.user_id == bob)
+            ).all()
+        if (
+            rows
+            and all(r.status != "pending" for r in rows)
+            and {r.channel for r in rows} >= {"push", "email"}
+        ):
+            break
+        time.sleep(0.2)
+    engine.dispose()
+    for row in sorted(rows):
+        target = row.target.rsplit("/", 1)[-1] if row.channel == "push" else row.target or "-"
+        out(f"  Bob   <- {row.channel:6} {row.status:7} {target}")

@@ -54,9 +54,17 @@ class RunningStack:
             "WARNING",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DATABASE_URL"))}
+        self.log = self.data_dir.parent / f"{self.data_dir.name}.log"
+        output = self.log.open("a", encoding="utf-8")
         self.process = subprocess.Popen(
-            [*args, *(["--fresh"] if fresh else [])], cwd=ROOT, env=env, text=True
+            [*args, *(["--fresh"] if fresh else [])],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
+        output.close()
         deadline = time.monotonic() + 90
         while not dev_json.exists():
             if self.process.poll() is not None:
@@ -252,6 +260,54 @@ def test_a_poison_job_ends_in_the_dlq_intact_and_its_neighbours_are_processed(st
             )
 
     wait_for(all_sent)
+
+
+def test_the_stack_shows_each_notification_sent_with_its_channel_and_target(stack):
+    from sqlalchemy import insert, update
+
+    from shared.db.models import DeviceEndpoint, NotificationPreference, User
+
+    conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
+    sns = boto3.client(
+        "sns",
+        endpoint_url=stack.info["aws_endpoint_url"],
+        region_name=stack.info["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    [apns] = [
+        a["PlatformApplicationArn"]
+        for a in sns.list_platform_applications()["PlatformApplications"]
+        if ":app/APNS/" in a["PlatformApplicationArn"]
+    ]
+    token = uuid.uuid4().hex
+    endpoint = sns.create_platform_endpoint(PlatformApplicationArn=apns, Token=token)["EndpointArn"]
+    email = f"bob-{token[:8]}@example.com"
+    with stack.engine.begin() as conn:
+        conn.execute(update(User).where(User.id == bob).values(email=email))
+        conn.execute(
+            insert(DeviceEndpoint).values(
+                id=uuid.uuid4(), user_id=bob, platform="apns", token=token, sns_endpoint_arn=endpoint
+            )
+        )
+        conn.execute(insert(NotificationPreference).values(user_id=bob, channel="email", enabled=True))
+    # Bob is offline: Alice's message becomes a notification job, then a push and an email
+    send_job(
+        stack.info,
+        "send-message",
+        {
+            "message_id": str(uuid.uuid4()),
+            "conversation_id": str(conversation),
+            "sender_id": str(alice),
+            "content": "are you there?",
+        },
+    )
+    wait_for(lambda: f"[notification] email -> {email}" in stack.log.read_text())
+    wait_for(
+        lambda: (
+            f"[notification] push  -> endpoint {endpoint.rsplit('/', 1)[-1]} (APNS)" in stack.log.read_text()
+        )
+    )
 
 
 def test_a_restart_with_the_same_data_dir_keeps_messages(stack):
