@@ -103,6 +103,8 @@ def build_engine(settings: Settings) -> Engine:
         cursor.execute(f"SET statement_timeout = {int(timeout)}")
         cursor.execute("SET TIME ZONE 'UTC'")
         cursor.close()
+        # pg8000 opened a transaction for the SETs: commit it, or the pool's reset rolls the settings back
+        dbapi_connection.commit()
 
     return engine
 

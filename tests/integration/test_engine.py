@@ -79,3 +79,18 @@ def test_nothing_connects_at_import():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_connections_carry_the_statement_timeout_and_utc(database_url):
+    fresh = build_engine(Settings(database_url=database_url))
+    raw = fresh.raw_connection()  # a new connection: the connect hook has just run
+    try:
+        raw.rollback()  # what the pool does on every return must not undo the session settings
+        cursor = raw.cursor()
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "10s"
+        cursor.execute("SHOW TimeZone")
+        assert cursor.fetchone()[0] == "UTC"
+    finally:
+        raw.close()
+        fresh.dispose()
