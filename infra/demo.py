@@ -20,6 +20,11 @@ ACCOUNT = "123456789012"
 
 
 def run_demo(out: Callable[[str], None] = print) -> None:
+    import warnings
+
+    # Metrics are disabled for a readable demo; Powertools then never clears its dimensions and warns.
+    warnings.filterwarnings("ignore", message="Dimension 'job_type' has already been added")
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     from infra.embedded_postgres import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as tmp:

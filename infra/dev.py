@@ -161,9 +161,9 @@ class LocalStack:
     # --- parts -------------------------------------------------------------------------------------------
 
     def _start_postgres(self, pgdata: Path) -> str:
-        import pgserver
+        from infra.embedded_postgres import start_embedded_postgres
 
-        self._postgres = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        self._postgres = start_embedded_postgres(pgdata)
         return str(self._postgres.get_uri())
 
     def _start_moto(self, host: str, port: int) -> None:
@@ -384,7 +384,8 @@ def _process_environment(aws_url: str, database_url: str, log_level: str) -> dic
         "AWS_REGION": REGION,
         "DATABASE_URL": database_url,
         "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_METRICS_DISABLED": "1",
+        # Metrics stay on: each invocation prints its EMF line, as in Lambda. (With
+        # POWERTOOLS_METRICS_DISABLED, Powertools 3 keeps buffering and dumps 100 metrics at once.)
         "POWERTOOLS_LOG_LEVEL": log_level,
         "LOG_LEVEL": log_level,
     }

@@ -34,9 +34,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver
+    from infra.embedded_postgres import start_embedded_postgres
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    server = start_embedded_postgres(tmp_path_factory.mktemp("pg"), keep=False)
     yield server.get_uri()
     server.cleanup()
 
