@@ -227,7 +227,7 @@ def _record_failure(
     reason = getattr(exc, "reason", "retries-exhausted") if permanent else "retries-exhausted"
     values = {
         "sqs_message_id": record.message_id,
-        "queue_url": record.event_source_arn,
+        "source_queue_arn": record.event_source_arn,
         "job_id": job.job_id if job is not None else None,
         "job_type": job_type.value,
         "error_class": type(exc).__name__,

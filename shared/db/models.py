@@ -200,7 +200,7 @@ class JobFailure(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sqs_message_id: Mapped[str] = mapped_column(String(128), unique=True)
-    queue_url: Mapped[str] = mapped_column(String(1024))
+    source_queue_arn: Mapped[str] = mapped_column(String(1024))
     job_id: Mapped[uuid.UUID | None]
     job_type: Mapped[str] = mapped_column(String(32))
     error_class: Mapped[str] = mapped_column(String(128))

@@ -32,7 +32,7 @@ def upgrade() -> None:
     op.create_table('job_failures',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('sqs_message_id', sa.String(length=128), nullable=False),
-    sa.Column('queue_url', sa.String(length=1024), nullable=False),
+    sa.Column('source_queue_arn', sa.String(length=1024), nullable=False),
     sa.Column('job_id', sa.UUID(), nullable=True),
     sa.Column('job_type', sa.String(length=32), nullable=False),
     sa.Column('error_class', sa.String(length=128), nullable=False),
