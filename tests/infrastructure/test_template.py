@@ -490,6 +490,64 @@ def test_intrinsics_resolve_against_provisioned_resources(stack: Stack) -> None:
         resolve({"Fn::GetAtt": ["SendMessageFunction", "Arn"]}, ctx)
 
 
+# --- schema migrations on deploy (DESIGN section 2) ----------------------------------------------------
+
+
+def test_schema_head_is_the_alembic_head_so_a_new_migration_runs_on_deploy(template: Template) -> None:
+    from shared.db.migrate import head_revision
+
+    props = template.resources["SchemaMigration"]["Properties"]
+    assert props["SchemaHead"] == head_revision(), (
+        "a migration was added: set SchemaMigration.SchemaHead in template.yaml to its revision, "
+        "or CloudFormation will not run it on deploy"
+    )
+
+
+def test_schema_migration_is_served_by_the_migration_function(template: Template) -> None:
+    resource = template.resources["SchemaMigration"]
+    assert resource["Type"] == "Custom::SchemaMigration"
+    props = resource["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": ["MigrationFunction", "Arn"]}
+    fn = template.functions["MigrationFunction"]
+    assert fn.handler == "handlers/migrate.lambda_handler"
+    assert fn.timeout == 300 and not fn.sqs_events
+    # CloudFormation gives up soon after the function's deadline, not after its default hour
+    assert fn.timeout < props["ServiceTimeout"] <= 600
+    raw = template.resources["MigrationFunction"]["Properties"]
+    assert raw["EventInvokeConfig"]["MaximumRetryAttempts"] == 0  # a request is answered once
+    assert "VpcConfig" not in raw  # the Globals' VpcConfig: it reaches the database like the other functions
+    assert raw["LoggingConfig"]["LogGroup"] == {"Ref": "MigrationLogGroup"}
+    assert template.resources["MigrationLogGroup"]["Type"] == "AWS::Logs::LogGroup"
+    statements = [s for owner, s in policy_statements(template) if owner == "MigrationFunction"]
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        ("secretsmanager:GetSecretValue", {"Ref": "DatabaseSecretArn"})
+    ]
+    # the functions' 10 s statement timeout would cut a migration of a big table short
+    assert int(fn.environment["DB_STATEMENT_TIMEOUT_MS"]) < fn.timeout * 1000
+
+
+def test_database_functions_are_deployed_after_the_schema_they_need(template: Template) -> None:
+    import networkx
+    from cfnlint.decode import decode
+    from cfnlint.template import Template as LintTemplate
+
+    database_functions = {
+        fn.logical_id
+        for fn in template.functions.values()
+        if {"Ref": "DatabaseSecretArn"} in granted(template, fn.logical_id, "secretsmanager:GetSecretValue")
+    } - {"MigrationFunction"}
+    assert {"SendMessageFunction", "NotificationFunction", "WebSocketConnectFunction"} <= database_functions
+    for logical_id in database_functions:
+        assert template.resources[logical_id].get("DependsOn") == "SchemaMigration", logical_id
+    # ... and the migration depends on none of them (no cycle: CloudFormation would refuse the template)
+    raw, _ = decode(str(TEMPLATE_PATH))
+    graph = LintTemplate(str(TEMPLATE_PATH), raw, ["us-east-1"]).graph.graph
+    assert list(networkx.simple_cycles(graph)) == []
+    for logical_id in database_functions:
+        assert networkx.has_path(graph, logical_id, "SchemaMigration")
+        assert not networkx.has_path(graph, "SchemaMigration", logical_id)
+
+
 # --- deploy settings -----------------------------------------------------------------------------------
 
 
