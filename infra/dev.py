@@ -117,7 +117,7 @@ class LocalStack:
                 for job_type, (url, dlq) in ((jt, stack.job_queue(jt)) for jt in _job_types(self.template))
             },
         }
-        (data_dir / "dev.json").write_text(json.dumps(self.info, indent=2) + "\n", encoding="utf-8")
+        _write_atomically(data_dir / "dev.json", json.dumps(self.info, indent=2) + "\n")
         out(
             f"switchboard dev: up ({len(self._workers)} queue functions, "
             f"{len(self.template.websocket_routes)} WebSocket routes)"
@@ -391,12 +391,20 @@ def _process_environment(aws_url: str, database_url: str, log_level: str) -> dic
     }
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers polling for ``path`` (tests, tools) never see it half-written."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
 def _persistent_secret(path: Path) -> str:
     if path.exists():
         return str(json.loads(path.read_text(encoding="utf-8"))["jwt_secret"])
     secret = secrets.token_urlsafe(32)
-    path.write_text(json.dumps({"jwt_secret": secret}) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(json.dumps({"jwt_secret": secret}) + "\n")
     return secret
 
 
