@@ -3,7 +3,8 @@
 Prints, for conversations of 2, 50 and 1000 participants (sender + recipients, nobody connected, so every
 recipient gets a notification job): SQL statements per job, AWS calls per job, jobs/s through the handler
 (moto in-process for AWS) and through the same SQL issued directly with pg8000 (the raw-SQL floor), and their
-ratio; then the import time of each handler module against importing only the libraries it loads.
+ratio; then the import time of every handler module against importing only the libraries it loads
+(``--imports-only`` for just that part).
 
 Figures are ratios measured in one run: this machine is shared and noisy.
 """
@@ -27,16 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIZES = (2, 50, 1000)
-HANDLERS = ("handlers.send_message", "handlers.delivery_confirmation")
+HANDLERS = (
+    "handlers.send_message",
+    "handlers.delivery_confirmation",
+    "handlers.notification",
+    "handlers.ws_authorizer",
+    "handlers.ws_connect",
+    "handlers.ws_default",
+    "handlers.migrate",
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=60, help="jobs per size (fewer for 1000)")
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument("--imports-only", action="store_true", help="skip the throughput part")
     args = parser.parse_args()
-    print("== send-message throughput ==")
-    throughput(args.jobs)
+    if not args.imports_only:
+        print("== send-message throughput ==")
+        throughput(args.jobs)
     print(f"\n== cold-start import time (best of {args.import_runs}, fresh interpreter each) ==")
     for module in HANDLERS:
         import_time(module, args.import_runs)
