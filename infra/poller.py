@@ -6,6 +6,7 @@ for redelivery, where SQS's redrive policy moves them to the DLQ after ``maxRece
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -16,6 +17,9 @@ def run_poller(
     logical_id: str, queue_url: str, environment: dict[str, str], stop: Any, ready: Any | None = None
 ) -> None:
     """Entry point of a poller process; returns when ``stop`` (a multiprocessing Event) is set."""
+    # Ctrl-C reaches the whole process group: the parent stops the pollers through ``stop``, after the
+    # batch in hand is finished, instead of each one dying mid-invocation.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
     import boto3
 
