@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
 
-    from infra.dev_demo import mint_token, receive, seed_conversation, send_job
+    from infra.dev_demo import mint_token, receive, seed_conversation, send_text
     from tests.e2e.test_local_stack import RunningStack
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,16 +43,7 @@ def main() -> None:
                 for i in range(args.jobs + 5):
                     message_id = str(uuid.uuid4())
                     started = time.perf_counter()
-                    send_job(
-                        stack.info,
-                        "send-message",
-                        {
-                            "message_id": message_id,
-                            "conversation_id": str(conversation),
-                            "sender_id": str(alice),
-                            "content": f"ping {i}",
-                        },
-                    )
+                    send_text(stack.info, conversation, alice, f"ping {i}", message_id=message_id)
                     receive(
                         bob_ws,
                         lambda f, m=message_id: f.get("type") == "message.new" and f["message"]["id"] == m,

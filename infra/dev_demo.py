@@ -84,6 +84,29 @@ def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
     return job_id
 
 
+def send_text(
+    info: dict[str, Any],
+    conversation: uuid.UUID,
+    sender: uuid.UUID,
+    content: str,
+    *,
+    message_id: str | uuid.UUID | None = None,
+) -> str:
+    """Send a text message as ``sender`` through the send-message queue; returns the message id."""
+    message_id = str(message_id or uuid.uuid4())
+    send_job(
+        info,
+        "send-message",
+        {
+            "message_id": message_id,
+            "conversation_id": str(conversation),
+            "sender_id": str(sender),
+            "content": content,
+        },
+    )
+    return message_id
+
+
 def receive(socket: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
     """The next frame on ``socket`` matching ``predicate`` (others are skipped)."""
     deadline = time.monotonic() + timeout
@@ -112,16 +135,7 @@ def play(info: dict[str, Any], out: Callable[[str], None] = print) -> None:
         connect(f"{url}?token={mint_token(info, bob)}") as bob_ws,
     ):
         message_id = str(uuid.uuid4())
-        send_job(
-            info,
-            "send-message",
-            {
-                "message_id": message_id,
-                "conversation_id": str(conversation),
-                "sender_id": str(alice),
-                "content": "Hi Bob! Lunch at 12:30?",
-            },
-        )
+        send_text(info, conversation, alice, "Hi Bob! Lunch at 12:30?", message_id=message_id)
         out("Alice's app -> send-message job on the SendMessage queue")
         for name, ws in (("Alice", alice_ws), ("Bob", bob_ws)):
             frame = receive(ws, lambda f: f.get("type") == "message.new")
@@ -184,16 +198,7 @@ def _offline_part(
         )
         conn.execute(insert(NotificationPreference).values(user_id=bob, channel="email", enabled=True))
     out("\nBob closes the app (an iPhone registered, email notifications on)")
-    send_job(
-        info,
-        "send-message",
-        {
-            "message_id": str(uuid.uuid4()),
-            "conversation_id": str(conversation),
-            "sender_id": str(alice),
-            "content": "Running 5 min late!",
-        },
-    )
+    send_text(info, conversation, alice, "Running 5 min late!")
     out("Alice's app -> send-message job; Bob has no live connection -> a notification job")
     deadline = time.monotonic() + 20
     rows: Any = []

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from infra.dev_demo import mint_token, receive, seed_conversation, send_job
+from infra.dev_demo import mint_token, receive, seed_conversation, send_text
 from shared.config import Settings
 from shared.db.engine import build_engine
 from shared.db.models import Message, WsConnection
@@ -160,16 +160,7 @@ def test_a_message_reaches_both_sockets_and_the_ack_reaches_the_sender(stack):
     conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
     with stack.ws(alice) as alice_ws, stack.ws(bob) as bob_ws:
         message_id = str(uuid.uuid4())
-        send_job(
-            stack.info,
-            "send-message",
-            {
-                "message_id": message_id,
-                "conversation_id": str(conversation),
-                "sender_id": str(alice),
-                "content": "round trip",
-            },
-        )
+        send_text(stack.info, conversation, alice, "round trip", message_id=message_id)
         for socket in (alice_ws, bob_ws):
             frame = receive(socket, lambda f: f.get("type") == "message.new")
             assert frame["message"]["id"] == message_id and frame["message"]["content"] == "round trip"
@@ -191,16 +182,7 @@ def test_a_client_that_drops_without_closing_is_removed_on_the_next_broadcast(st
     assert len(rows) == 1
     dropped.socket.close()  # the TCP connection dies, no close frame: API Gateway misses the $disconnect
     with stack.ws(alice) as alice_ws:
-        send_job(
-            stack.info,
-            "send-message",
-            {
-                "message_id": str(uuid.uuid4()),
-                "conversation_id": str(conversation),
-                "sender_id": str(alice),
-                "content": "anyone there?",
-            },
-        )
+        send_text(stack.info, conversation, alice, "anyone there?")
         receive(alice_ws, lambda f: f.get("type") == "message.new")
 
         def bob_gone() -> bool:
@@ -225,16 +207,7 @@ def test_a_poison_job_ends_in_the_dlq_intact_and_its_neighbours_are_processed(st
     for i in range(3):
         message_id = str(uuid.uuid4())
         good_ids.append(message_id)
-        send_job(
-            stack.info,
-            "send-message",
-            {
-                "message_id": message_id,
-                "conversation_id": str(conversation),
-                "sender_id": str(alice),
-                "content": f"neighbour {i}",
-            },
-        )
+        send_text(stack.info, conversation, alice, f"neighbour {i}", message_id=message_id)
 
     def dead_letters() -> list[dict[str, Any]]:
         return sqs.receive_message(
@@ -292,16 +265,7 @@ def test_the_stack_shows_each_notification_sent_with_its_channel_and_target(stac
         )
         conn.execute(insert(NotificationPreference).values(user_id=bob, channel="email", enabled=True))
     # Bob is offline: Alice's message becomes a notification job, then a push and an email
-    send_job(
-        stack.info,
-        "send-message",
-        {
-            "message_id": str(uuid.uuid4()),
-            "conversation_id": str(conversation),
-            "sender_id": str(alice),
-            "content": "are you there?",
-        },
-    )
+    send_text(stack.info, conversation, alice, "are you there?")
     wait_for(lambda: f"[notification] email -> {email}" in stack.log.read_text())
     wait_for(
         lambda: (
@@ -313,16 +277,7 @@ def test_the_stack_shows_each_notification_sent_with_its_channel_and_target(stac
 def test_a_restart_with_the_same_data_dir_keeps_messages(stack):
     conversation, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
     message_id = uuid.uuid4()
-    send_job(
-        stack.info,
-        "send-message",
-        {
-            "message_id": str(message_id),
-            "conversation_id": str(conversation),
-            "sender_id": str(alice),
-            "content": "survives restarts",
-        },
-    )
+    send_text(stack.info, conversation, alice, "survives restarts", message_id=str(message_id))
 
     def stored() -> bool:
         with stack.engine.connect() as conn:
