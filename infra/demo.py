@@ -154,7 +154,7 @@ def _play(out: Callable[[str], None]) -> None:
 
         for name, connection_id in connections.items():
             out(f"\nframes received by {name} ({connection_id}):")
-            for frame in _posted_frames(connection_id):
+            for frame in posted_frames(connection_id):
                 out("  " + _describe(frame))
         out("\nmessages in PostgreSQL:")
         with engine.connect() as conn:
@@ -186,10 +186,16 @@ def _play(out: Callable[[str], None]) -> None:
         )
 
 
-def _posted_frames(connection_id: str) -> list[dict[str, Any]]:
+def posted_frames(connection_id: str) -> list[dict[str, Any]]:
+    """Frames moto's (in-process) API Gateway management API received for a connection, in order."""
+    from urllib.parse import quote
+
     from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
-    data = apigatewaymanagementapi_backends[ACCOUNT]["us-east-1"].connections[connection_id].data.decode()
+    connections = apigatewaymanagementapi_backends[ACCOUNT]["us-east-1"].connections
+    # moto keeps the id as it appears in the URL: real ids end in "=", which arrives as "%3D"
+    key = connection_id if connection_id in connections else quote(connection_id, safe="")
+    data = connections[key].data.decode("utf-8")  # moto concatenates the posted frames
     decoder, frames, index = json.JSONDecoder(), [], 0
     while index < len(data):
         frame, index = decoder.raw_decode(data, index)

@@ -57,8 +57,20 @@ def seed_conversation(info: dict[str, Any], names: list[str]) -> tuple[uuid.UUID
     return conversation, users
 
 
-def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
+def stack_client(info: dict[str, Any], service: str) -> Any:
+    """A boto3 client for the running local stack's moto server."""
     import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=info["aws_endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+    )
+
+
+def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
 
     job_id = str(uuid.uuid4())
     body = {
@@ -69,13 +81,7 @@ def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
         "correlation_id": "dev-demo",
         "data": data,
     }
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=info["aws_endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
-    )
+    sqs = stack_client(info, "sqs")
     params: dict[str, Any] = {"QueueUrl": info["queues"][job_type]["url"], "MessageBody": json.dumps(body)}
     if params["QueueUrl"].endswith(".fifo"):
         params["MessageGroupId"] = data.get("conversation_id", job_id)
@@ -167,20 +173,13 @@ def _offline_part(
 ) -> None:
     """Bob is offline now, with a phone registered and email notifications on: Alice's next message reaches
     him as a notification job (push, email, in-app)."""
-    import boto3
     from sqlalchemy import insert, select, update
 
     from shared.config import Settings
     from shared.db.engine import build_engine
     from shared.db.models import DeviceEndpoint, NotificationDelivery, NotificationPreference, User
 
-    sns = boto3.client(
-        "sns",
-        endpoint_url=info["aws_endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
-    )
+    sns = stack_client(info, "sns")
     apns = next(
         a["PlatformApplicationArn"]
         for a in sns.list_platform_applications()["PlatformApplications"]

@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 from sqlalchemy import Engine, text
 
+from infra.demo import posted_frames
 from infra.local_lambda import SqsFunctionRunner
 from infra.template import Stack, Template, load_template, provision
 from shared import config as config_module
@@ -182,20 +183,8 @@ def queue_messages(stack: Stack, logical_id: str, max_messages: int = 10) -> lis
 
 
 def ws_frames(connection_id: str) -> list[dict[str, Any]]:
-    """Frames moto's API Gateway management API received for a connection (it concatenates them)."""
-    from urllib.parse import quote
-
-    from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
-
-    connections = apigatewaymanagementapi_backends["123456789012"]["us-east-1"].connections
-    # moto keeps the id as it appears in the URL: real ids end in "=", which arrives as "%3D"
-    key = connection_id if connection_id in connections else quote(connection_id, safe="")
-    data = connections[key].data
-    decoder, text_data, frames, index = json.JSONDecoder(), data.decode("utf-8"), [], 0
-    while index < len(text_data):
-        frame, index = decoder.raw_decode(text_data, index)
-        frames.append(frame)
-    return frames
+    """Frames moto's API Gateway management API received for a connection."""
+    return posted_frames(connection_id)
 
 
 __all__ = ["JobType", "queue_messages", "ws_frames"]

@@ -13,16 +13,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import func, select
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from infra.dev_demo import mint_token, receive, seed_conversation, send_text
+from infra.dev_demo import mint_token, receive, seed_conversation, send_text, stack_client
 from shared.config import Settings
 from shared.db.engine import build_engine
 from shared.db.models import Message, WsConnection
+from shared.jobs import JobType
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,13 +86,7 @@ class RunningStack:
             self.engine.dispose()
 
     def sqs(self) -> Any:
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.info["aws_endpoint_url"],
-            region_name=self.info["region"],
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        return stack_client(self.info, "sqs")
 
     def ws(self, user_id: uuid.UUID) -> Any:
         return connect(
@@ -128,15 +122,7 @@ def test_dev_json_describes_the_stack(stack):
         "jwt_secret",
         "queues",
     }
-    assert set(info["queues"]) == {
-        "send-message",
-        "delivery-confirmation",
-        "encryption",
-        "indexing",
-        "batch-message",
-        "cleanup",
-        "notification",
-    }
+    assert set(info["queues"]) == {job_type.value for job_type in JobType}
     send = info["queues"]["send-message"]
     assert send["url"].endswith(".fifo") and send["dlq_url"].endswith(".fifo")
 
@@ -241,13 +227,7 @@ def test_the_stack_shows_each_notification_sent_with_its_channel_and_target(stac
     from shared.db.models import DeviceEndpoint, NotificationPreference, User
 
     conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
-    sns = boto3.client(
-        "sns",
-        endpoint_url=stack.info["aws_endpoint_url"],
-        region_name=stack.info["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    sns = stack_client(stack.info, "sns")
     [apns] = [
         a["PlatformApplicationArn"]
         for a in sns.list_platform_applications()["PlatformApplications"]
