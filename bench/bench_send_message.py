@@ -35,7 +35,7 @@ HANDLERS = (
     "handlers.ws_authorizer",
     "handlers.ws_connect",
     "handlers.ws_default",
-    "handlers.migrate",
+    "handlers.migration",
 )
 
 
@@ -87,7 +87,7 @@ def _throughput(database_url: str, jobs_per_size: int) -> None:
     from infra.lambda_shapes import LocalLambdaContext
     from infra.template import load_template, provision
     from shared.db.engine import get_engine
-    from shared.db.migrate import upgrade
+    from shared.db.migrations import upgrade
     from shared.db.models import Conversation, ConversationParticipant, User
 
     os.environ["DATABASE_URL"] = database_url

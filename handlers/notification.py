@@ -4,14 +4,22 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.jobs import JobType
+from shared.jobs import NOTIFICATION
 from shared.observability import logger, metrics, tracer
-from shared.runtime import run
-from shared.services.notifications import notify
+from shared.runtime import EffectKinds, JobConsumer, run
+from shared.services.connections.broadcast import Broadcast
+from shared.services.notifications.service import DeliverNotification, notify
+
+consumer = JobConsumer(
+    NOTIFICATION,
+    notify,
+    effects=EffectKinds(Broadcast, DeliverNotification),
+    settings=("WEBSOCKET_ENDPOINT",),
+)
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, job_type=JobType.NOTIFICATION, handle=notify)
+    return run(event, context, consumer)

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.errors import InvalidToken
 from shared.observability import logger, metrics, tracer
-from shared.services.auth import verify_token
+from shared.services.connections.auth import verify_token
 
 
 @logger.inject_lambda_context(log_event=False)

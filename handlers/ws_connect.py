@@ -10,9 +10,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.bootstrap import dependencies
 from shared.errors import UnknownEntity
 from shared.observability import logger, metrics, tracer
-from shared.services.connections import open_connection
+from shared.services.connections.service import open_connection
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -24,7 +25,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if user_id is None:
         return _refused("no-user-from-authorizer")
     try:
-        open_connection(request["connectionId"], user_id)
+        open_connection(dependencies(), request["connectionId"], user_id)
     except UnknownEntity:
         return _refused("unknown-or-deleted-user")
     metrics.add_metric(name="ConnectionsOpened", unit=MetricUnit.Count, value=1)

@@ -11,8 +11,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.bootstrap import dependencies
+from shared.jobs import DELIVERY_CONFIRMATION
 from shared.observability import logger, metrics, tracer
-from shared.services.client_frames import handle_client_frame
+from shared.services.connections.client_frames import handle_client_frame
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -20,8 +22,10 @@ from shared.services.client_frames import handle_client_frame
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = event["requestContext"]
+    deps = dependencies()
+    deps.settings.require("WEBSOCKET_ENDPOINT", DELIVERY_CONFIRMATION.queue_url_variable)
     outcome = handle_client_frame(
-        request["connectionId"], _body(event), correlation_id=request.get("requestId")
+        deps, request["connectionId"], _body(event), correlation_id=request.get("requestId")
     )
     if outcome.error:
         logger.info("client frame refused", extra={"action": outcome.action, "code": outcome.error})

@@ -8,14 +8,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.bootstrap import dependencies
 from shared.observability import logger, metrics, tracer
-from shared.services.connections import close_connection
+from shared.services.connections.service import close_connection
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    removed = close_connection(event["requestContext"]["connectionId"])
+    removed = close_connection(dependencies(), event["requestContext"]["connectionId"])
     metrics.add_metric(name="ConnectionsClosed", unit=MetricUnit.Count, value=1 if removed else 0)
     return {"statusCode": 200}

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return _schema(args.out, check=args.check)
     if args.command == "db" and args.db_command == "upgrade":
         from shared.db.engine import get_engine
-        from shared.db.migrate import upgrade as run_upgrade
+        from shared.db.migrations import upgrade as run_upgrade
 
         run_upgrade(get_engine(), args.revision)
         print(f"database at revision {args.revision}")

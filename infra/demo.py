@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.moto_frames import posted_frames
+
 DEMO_WEBSOCKET_ENDPOINT = "https://demo.execute-api.us-east-1.amazonaws.com/prod"
-ACCOUNT = "123456789012"
 
 
 def run_demo(out: Callable[[str], None] = print) -> None:
@@ -53,7 +54,7 @@ def _play(out: Callable[[str], None]) -> None:
     from infra.local_lambda import SqsFunctionRunner
     from infra.template import load_template, provision
     from shared.db.engine import get_engine
-    from shared.db.migrate import upgrade
+    from shared.db.migrations import upgrade
     from shared.db.models import Conversation, ConversationParticipant, Message, User, WsConnection
     from shared.jobs import SCHEMA_VERSION
 
@@ -184,23 +185,6 @@ def _play(out: Callable[[str], None]) -> None:
         out(
             f"\ndead-lettered jobs: {dlq_depth}; notification jobs for offline users: {pending_notifications}"
         )
-
-
-def posted_frames(connection_id: str) -> list[dict[str, Any]]:
-    """Frames moto's (in-process) API Gateway management API received for a connection, in order."""
-    from urllib.parse import quote
-
-    from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
-
-    connections = apigatewaymanagementapi_backends[ACCOUNT]["us-east-1"].connections
-    # moto keeps the id as it appears in the URL: real ids end in "=", which arrives as "%3D"
-    key = connection_id if connection_id in connections else quote(connection_id, safe="")
-    data = connections[key].data.decode("utf-8")  # moto concatenates the posted frames
-    decoder, frames, index = json.JSONDecoder(), [], 0
-    while index < len(data):
-        frame, index = decoder.raw_decode(data, index)
-        frames.append(frame)
-    return frames
 
 
 def _describe(frame: dict[str, Any]) -> str:

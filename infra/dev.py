@@ -180,7 +180,7 @@ class LocalStack:
     def _migrate(database_url: str) -> None:
         from shared.config import Settings
         from shared.db.engine import build_engine
-        from shared.db.migrate import upgrade
+        from shared.db.migrations import upgrade
 
         engine = build_engine(Settings(database_url=database_url))
         try:
@@ -370,9 +370,9 @@ def scheduled_functions(template: Template) -> dict[str, float]:
 
 
 def _job_types(template: Template) -> list[str]:
-    from shared.jobs import JobType
+    from shared.jobs import JOB_KINDS
 
-    return [jt.value for jt in JobType if template.queue_logical_id(jt.value) in template.main_queues]
+    return [name for name, kind in JOB_KINDS.items() if kind.queue_logical_id in template.main_queues]
 
 
 def _process_environment(aws_url: str, database_url: str, log_level: str) -> dict[str, str]:

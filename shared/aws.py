@@ -1,4 +1,4 @@
-"""Lazily created, cached boto3 clients.
+"""Lazily created, cached boto3 clients, and the set of them a function is given (:class:`AwsClients`).
 
 boto3 honours ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) by itself, which is how tests and the
 local stack point every client at moto. Clients are thread-safe and live as long as the container.
@@ -6,6 +6,8 @@ local stack point every client at moto. Clients are thread-safe and live as long
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -27,3 +29,24 @@ def client(service: str, endpoint_url: str | None = None) -> Any:
 def reset_clients() -> None:
     """Forget cached clients (tests switch endpoints and credentials between cases)."""
     client.cache_clear()
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    """The AWS clients services are handed (never created inside them). ``make`` builds or returns a client
+    for a service and endpoint; the default is the container's cache."""
+
+    make: Callable[..., Any] = client
+
+    def sqs(self) -> Any:
+        return self.make("sqs")
+
+    def sns(self) -> Any:
+        return self.make("sns")
+
+    def sesv2(self) -> Any:
+        return self.make("sesv2")
+
+    def websocket(self, endpoint: str) -> Any:
+        """The API Gateway management API (``@connections``) of one WebSocket API stage."""
+        return self.make("apigatewaymanagementapi", endpoint)

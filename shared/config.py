@@ -6,24 +6,28 @@ given fails with a clear :class:`ConfigurationError` naming the variable, never 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
-# The queue URL variable of each job type (template.yaml passes `!Ref <JobType>Queue` under these names).
-QUEUE_URL_VARIABLES: dict[str, str] = {
-    "send-message": "SEND_MESSAGE_QUEUE_URL",
-    "delivery-confirmation": "DELIVERY_CONFIRMATION_QUEUE_URL",
-    "encryption": "ENCRYPTION_QUEUE_URL",
-    "indexing": "INDEXING_QUEUE_URL",
-    "batch-message": "BATCH_MESSAGE_QUEUE_URL",
-    "cleanup": "CLEANUP_QUEUE_URL",
-    "notification": "NOTIFICATION_QUEUE_URL",
-}
+if TYPE_CHECKING:
+    from shared.jobs import JobKind
+
+
+
+def _job_queue_urls() -> dict[str, str]:
+    """job type -> queue URL, for the job types whose ``<JOB_TYPE>_QUEUE_URL`` this function was given
+    (template.yaml passes ``!Ref <JobType>Queue`` to the functions that enqueue that job type)."""
+    from shared.jobs import JOB_KINDS
+
+    return {
+        name: url for name, kind in JOB_KINDS.items() if (url := os.environ.get(kind.queue_url_variable))
+    }
 
 
 class Settings(BaseSettings):
@@ -49,15 +53,10 @@ class Settings(BaseSettings):
     # Stop starting new records when less than this is left before the Lambda deadline.
     deadline_margin_ms: int = Field(default=3_000, ge=0)
 
-    send_message_queue_url: str | None = None
-    delivery_confirmation_queue_url: str | None = None
-    encryption_queue_url: str | None = None
-    indexing_queue_url: str | None = None
-    batch_message_queue_url: str | None = None
-    cleanup_queue_url: str | None = None
-    notification_queue_url: str | None = None
+    # Queues this function enqueues to, read from the variables the job declarations name (shared/jobs.py).
+    job_queue_urls: dict[str, str] = Field(default_factory=_job_queue_urls, exclude=True)
 
-    # Notifications (DESIGN §6). Email is sent through SES v2 from a verified identity ("Name <address>" is
+    # Notifications (docs/contracts.md §5). Email goes via SES v2 from a verified sender ("Name <address>" is
     # allowed), with an optional configuration set for event publishing. The SMS sender id is sent only where
     # set (many countries do not support one). An empty value means unset.
     notification_email_from: str | None = None
@@ -77,7 +76,7 @@ class Settings(BaseSettings):
     connection_max_age_seconds: int = Field(default=7_200, ge=60)
     connection_idle_seconds: int | None = Field(default=None, ge=600)
 
-    # WebSocket client tokens (DESIGN §7): HS* with JWT_SECRET or the Secrets Manager secret JWT_SECRET_ARN
+    # WebSocket client tokens (docs/contracts.md §6): HS* with JWT_SECRET or the secret JWT_SECRET_ARN
     # (a plain string), RS*/ES*/PS* against the issuer's JWKS. Issuer and audience are always checked.
     jwt_secret: SecretStr | None = None
     jwt_secret_arn: str | None = None
@@ -96,13 +95,34 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    def queue_url(self, job_type: str) -> str:
-        """The URL of the queue that carries ``job_type`` jobs; raises if this function was not given it."""
-        variable = QUEUE_URL_VARIABLES[job_type]
-        url: str | None = getattr(self, variable.lower())
+    def queue_url(self, kind: JobKind[Any]) -> str:
+        """The URL of the queue that carries ``kind`` jobs; raises if this function was not given it."""
+        url = self.job_queue_urls.get(kind.name)
         if not url:
-            raise ConfigurationError(f"{variable} is not set: this function cannot enqueue {job_type} jobs")
+            raise ConfigurationError(
+                f"{kind.queue_url_variable} is not set: this function cannot enqueue {kind.name} jobs"
+            )
         return url
+
+    def require(self, *variables: str) -> None:
+        """Check that every one of ``variables`` (environment variable names) is set; raise one
+        :class:`ConfigurationError` naming all that are not. Functions call it before touching any work."""
+        missing = [variable for variable in variables if not self._value_of(variable)]
+        if missing:
+            raise ConfigurationError(
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                "this function cannot run without it (see template.yaml)"
+            )
+
+    def _value_of(self, variable: str) -> Any:
+        from shared.jobs import JOB_KINDS
+
+        for kind in JOB_KINDS.values():
+            if kind.queue_url_variable == variable:
+                return self.job_queue_urls.get(kind.name)
+        if variable.lower() not in type(self).model_fields:
+            raise ValueError(f"{variable} is not a setting")
+        return getattr(self, variable.lower())
 
     def require_dead_letter_queue_url(self) -> str:
         if not self.dead_letter_queue_url:

@@ -98,7 +98,7 @@ class DeliveryRejected(SwitchboardError):
         self.code = code
 
 
-# --- WebSocket (DESIGN §7): refusals and lookups at the edge, never job failures ----------------------------
+# --- WebSocket (docs/contracts.md §6): refusals and lookups at the edge, never job failures -----------------
 
 
 class InvalidToken(SwitchboardError):

@@ -1,4 +1,4 @@
-"""The job contract (DESIGN §3): the one definition of every SQS message body.
+"""The job contract (docs/contracts.md §2): the one definition of every SQS message body.
 
 Every body is ``{"job_id", "job_type", "schema_version", "created_at", "correlation_id"?, "data"}``.
 ``switchboard schema`` writes these models as JSON Schema under ``docs/schemas/`` for producers in other
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar, Union
 
 from pydantic import (
     AwareDatetime,
@@ -22,6 +22,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    create_model,
     model_validator,
 )
 
@@ -39,26 +40,18 @@ MAX_SEND_RECIPIENTS = 5_000
 MAX_ATTACHMENTS = 32
 
 
-class JobType(StrEnum):
-    SEND_MESSAGE = "send-message"
-    DELIVERY_CONFIRMATION = "delivery-confirmation"
-    ENCRYPTION = "encryption"
-    INDEXING = "indexing"
-    BATCH_MESSAGE = "batch-message"
-    CLEANUP = "cleanup"
-    NOTIFICATION = "notification"
-
-
 Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
 ContentType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.+/-]{0,31}$")]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class _Data(BaseModel):
+class JobData(BaseModel):
+    """Base of every job type's ``data``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-class SendMessageData(_Data):
+class SendMessageData(JobData):
     message_id: uuid.UUID
     conversation_id: uuid.UUID
     sender_id: uuid.UUID
@@ -70,7 +63,7 @@ class SendMessageData(_Data):
     batch_id: uuid.UUID | None = None
 
 
-class DeliveryConfirmationData(_Data):
+class DeliveryConfirmationData(JobData):
     recipient_id: uuid.UUID
     status: Literal["delivered", "read"]
     confirmed_at: AwareDatetime
@@ -86,18 +79,18 @@ class DeliveryConfirmationData(_Data):
         return self
 
 
-class EncryptionData(_Data):
+class EncryptionData(JobData):
     message_id: uuid.UUID
     operation: Literal["encrypt", "decrypt", "rotate"]
     key_id: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
 
 
-class IndexingData(_Data):
+class IndexingData(JobData):
     message_id: uuid.UUID
     operation: Literal["index", "update", "delete"]
 
 
-class BatchMessageData(_Data):
+class BatchMessageData(JobData):
     batch_id: uuid.UUID
     sender_id: uuid.UUID
     content: Content
@@ -108,7 +101,7 @@ class BatchMessageData(_Data):
     cursor: int | None = Field(default=None, ge=0, description="index of the next recipient to send to")
 
 
-class CleanupData(_Data):
+class CleanupData(JobData):
     task: Literal["old-messages", "deleted-conversations", "expired-attachments", "all"]
     retention_days: int | None = Field(default=None, ge=1, le=36_500)
     hard_delete: bool = False
@@ -119,7 +112,7 @@ class CleanupData(_Data):
 NotificationChannel = Literal["push", "email", "sms", "in_app"]
 
 
-class NotificationData(_Data):
+class NotificationData(JobData):
     user_id: uuid.UUID
     category: Literal["message", "mention", "system"]
     title: ShortText
@@ -130,96 +123,158 @@ class NotificationData(_Data):
     message_id: uuid.UUID | None = None
 
 
-class _Job(BaseModel):
+DataT = TypeVar("DataT", bound=JobData)
+
+
+class Job(BaseModel, Generic[DataT]):
+    """The envelope of every job. Each job type's model is a subclass with ``job_type`` pinned to its name."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     job_id: uuid.UUID
+    job_type: str
     schema_version: Literal[1]
     created_at: AwareDatetime
     correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    data: DataT
+
+    @property
+    def follow_up_correlation_id(self) -> str:
+        """The correlation id of the jobs this job enqueues: its own, or else its job id."""
+        return self.correlation_id or str(self.job_id)
+
+    def child_job_id(self, *parts: object) -> uuid.UUID:
+        """A deterministic id for something this job creates (a job it enqueues, a row it writes): redoing it
+        after a retry gives the same id, which the consumer's inbox (or a unique key) de-duplicates."""
+        return uuid.uuid5(self.job_id, "/".join(str(p) for p in parts))
 
 
-class SendMessageJob(_Job):
-    job_type: Literal[JobType.SEND_MESSAGE]
-    data: SendMessageData
+@dataclass(frozen=True, eq=False)
+class JobKind(Generic[DataT]):
+    """One job type, declared once: its name, its data model and its queue. Everything else that names a job
+    type (the job models, the ``Job`` union, the JSON Schemas, the queue's environment variable and its
+    logical ids in template.yaml) is derived from these declarations.
 
+    ``group_by`` names the data field that is the ``MessageGroupId`` of a FIFO queue (None: a standard
+    queue)."""
 
-class DeliveryConfirmationJob(_Job):
-    job_type: Literal[JobType.DELIVERY_CONFIRMATION]
-    data: DeliveryConfirmationData
+    name: str
+    data: type[DataT]
+    group_by: str | None = None
+    model: type[Job[DataT]] = field(init=False, repr=False)
 
-
-class EncryptionJob(_Job):
-    job_type: Literal[JobType.ENCRYPTION]
-    data: EncryptionData
-
-
-class IndexingJob(_Job):
-    job_type: Literal[JobType.INDEXING]
-    data: IndexingData
-
-
-class BatchMessageJob(_Job):
-    job_type: Literal[JobType.BATCH_MESSAGE]
-    data: BatchMessageData
-
-
-class CleanupJob(_Job):
-    job_type: Literal[JobType.CLEANUP]
-    data: CleanupData
-
-
-class NotificationJob(_Job):
-    job_type: Literal[JobType.NOTIFICATION]
-    data: NotificationData
-
-
-Job = Annotated[
-    SendMessageJob
-    | DeliveryConfirmationJob
-    | EncryptionJob
-    | IndexingJob
-    | BatchMessageJob
-    | CleanupJob
-    | NotificationJob,
-    Field(discriminator="job_type"),
-]
-
-JOB_MODELS: dict[JobType, type[_Job]] = {
-    JobType.SEND_MESSAGE: SendMessageJob,
-    JobType.DELIVERY_CONFIRMATION: DeliveryConfirmationJob,
-    JobType.ENCRYPTION: EncryptionJob,
-    JobType.INDEXING: IndexingJob,
-    JobType.BATCH_MESSAGE: BatchMessageJob,
-    JobType.CLEANUP: CleanupJob,
-    JobType.NOTIFICATION: NotificationJob,
-}
-
-
-def parse_job(body: str, expected: JobType) -> Any:
-    """Validate an SQS body as a job of type ``expected``.
-
-    Raises :class:`UnsupportedSchemaVersion` or :class:`InvalidJob` (both permanent) with a reason that names
-    the offending fields but never echoes their values (bodies carry message content)."""
-    try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJob(f"body is not JSON (line {getattr(exc, 'lineno', '?')})") from None
-    if not isinstance(raw, dict):
-        raise InvalidJob("body must be a JSON object")
-    version = raw.get("schema_version")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise UnsupportedSchemaVersion(
-            f"schema_version {version!r} is not supported (supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
-            if isinstance(version, int | None)
-            else "schema_version must be an integer"
+    def __post_init__(self) -> None:
+        job_type: Any = Literal[self.name]  # a literal built at run time: one model per declared name
+        model = create_model(
+            f"{self.camel_name}Job",
+            __base__=Job[self.data],  # type: ignore[name-defined]
+            __module__=__name__,
+            job_type=(job_type, ...),
         )
-    if raw.get("job_type") != expected:
-        raise InvalidJob(f"job_type must be {expected.value!r} on this queue")
-    try:
-        return JOB_MODELS[expected].model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidJob(describe_validation_error(exc)) from None
+        object.__setattr__(self, "model", model)
+
+    @property
+    def camel_name(self) -> str:
+        return "".join(part.capitalize() for part in self.name.split("-"))
+
+    @property
+    def fifo(self) -> bool:
+        return self.group_by is not None
+
+    @property
+    def queue_url_variable(self) -> str:
+        """The environment variable that holds this job type's queue URL in a function that enqueues it."""
+        return f"{self.name.upper().replace('-', '_')}_QUEUE_URL"
+
+    @property
+    def queue_logical_id(self) -> str:
+        return f"{self.camel_name}Queue"
+
+    @property
+    def dead_letter_queue_logical_id(self) -> str:
+        return f"{self.camel_name}DLQ"
+
+    @property
+    def function_logical_id(self) -> str:
+        return f"{self.camel_name}Function"
+
+    def group_id(self, job: Job[DataT]) -> str | None:
+        """The FIFO ``MessageGroupId`` of ``job``; None on a standard queue."""
+        return None if self.group_by is None else str(getattr(job.data, self.group_by))
+
+    def parse(self, body: str) -> Job[DataT]:
+        """Validate an SQS body as a job of this type.
+
+        Raises :class:`UnsupportedSchemaVersion` or :class:`InvalidJob` (both permanent) with a reason that
+        names the offending fields but never echoes their values (bodies carry message content)."""
+        try:
+            raw = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidJob(f"body is not JSON (line {getattr(exc, 'lineno', '?')})") from None
+        if not isinstance(raw, dict):
+            raise InvalidJob("body must be a JSON object")
+        version = raw.get("schema_version")
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise UnsupportedSchemaVersion(
+                f"schema_version {version!r} is not supported "
+                f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
+                if isinstance(version, int | None)
+                else "schema_version must be an integer"
+            )
+        if raw.get("job_type") != self.name:
+            raise InvalidJob(f"job_type must be {self.name!r} on this queue")
+        try:
+            return self.model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidJob(describe_validation_error(exc)) from None
+
+    def new(
+        self,
+        data: DataT,
+        *,
+        job_id: uuid.UUID | None = None,
+        correlation_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> Job[DataT]:
+        """A job ready to send (``.model_dump_json()`` is the SQS body)."""
+        return self.model.model_validate(
+            {
+                "job_id": job_id or uuid.uuid4(),
+                "job_type": self.name,
+                "schema_version": SCHEMA_VERSION,
+                "created_at": created_at or datetime.now(UTC),
+                "correlation_id": correlation_id,
+                "data": data,
+            }
+        )
+
+    def load(self, body: dict[str, Any]) -> Job[DataT]:
+        """A job this code built and stored as JSON (e.g. in a pending effect), validated again."""
+        return self.model.model_validate(body)
+
+
+# --- the declarations (docs/contracts.md §1 and §2): one per job type ---------------------------------
+
+SEND_MESSAGE = JobKind("send-message", SendMessageData, group_by="conversation_id")
+DELIVERY_CONFIRMATION = JobKind("delivery-confirmation", DeliveryConfirmationData)
+ENCRYPTION = JobKind("encryption", EncryptionData)
+INDEXING = JobKind("indexing", IndexingData)
+BATCH_MESSAGE = JobKind("batch-message", BatchMessageData)
+CLEANUP = JobKind("cleanup", CleanupData)
+NOTIFICATION = JobKind("notification", NotificationData)
+
+JOB_KINDS: dict[str, JobKind[Any]] = {
+    kind.name: kind
+    for kind in (
+        SEND_MESSAGE,
+        DELIVERY_CONFIRMATION,
+        ENCRYPTION,
+        INDEXING,
+        BATCH_MESSAGE,
+        CLEANUP,
+        NOTIFICATION,
+    )
+}
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -231,39 +286,16 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts[:10]) + (f" (+{len(parts) - 10} more)" if len(parts) > 10 else "")
 
 
-def new_job(
-    job_type: JobType,
-    data: _Data,
-    *,
-    job_id: uuid.UUID | None = None,
-    correlation_id: str | None = None,
-    created_at: datetime | None = None,
-) -> _Job:
-    """A job ready to send (``.model_dump_json()`` is the SQS body)."""
-    return JOB_MODELS[job_type].model_validate(
-        {
-            "job_id": job_id or uuid.uuid4(),
-            "job_type": job_type,
-            "schema_version": SCHEMA_VERSION,
-            "created_at": created_at or datetime.now(UTC),
-            "correlation_id": correlation_id,
-            "data": data,
-        }
-    )
-
-
-def child_job_id(parent_job_id: uuid.UUID, *parts: object) -> uuid.UUID:
-    """A deterministic job id for a job enqueued by another job: redoing the enqueue after a retry sends the
-    same id, which the consumer's inbox de-duplicates."""
-    return uuid.uuid5(parent_job_id, "/".join(str(p) for p in parts))
-
-
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema: one per job type, and ``job.schema.json`` for any job."""
     schemas: dict[str, dict[str, Any]] = {
-        f"{job_type.value}.schema.json": model.model_json_schema() for job_type, model in JOB_MODELS.items()
+        f"{name}.schema.json": kind.model.model_json_schema() for name, kind in JOB_KINDS.items()
     }
-    schemas["job.schema.json"] = TypeAdapter(Job).json_schema()
+    any_job: Any = Annotated[
+        Union[tuple(kind.model for kind in JOB_KINDS.values())],  # noqa: UP007 - built from the declarations
+        Field(discriminator="job_type"),
+    ]
+    schemas["job.schema.json"] = TypeAdapter(any_job).json_schema()
     for name, schema in schemas.items():
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://switchboard.dev/schemas/{name}"

@@ -17,13 +17,12 @@ import pytest
 from moto import mock_aws
 from sqlalchemy import Engine, text
 
-from infra.demo import posted_frames
 from infra.local_lambda import SqsFunctionRunner
+from infra.moto_frames import posted_frames
 from infra.template import Stack, Template, load_template, provision
+from shared import bootstrap
 from shared import config as config_module
 from shared.aws import reset_clients
-from shared.db import uow as uow_module
-from shared.jobs import JobType
 from tests.world import World
 
 WEBSOCKET_ENDPOINT = "https://test-api.execute-api.us-east-1.amazonaws.com/prod"
@@ -46,7 +45,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def engine(database_url: str) -> Iterator[Engine]:
     from shared.config import Settings
     from shared.db.engine import build_engine
-    from shared.db.migrate import upgrade
+    from shared.db.migrations import upgrade
 
     db_engine = build_engine(Settings(database_url=database_url, db_pool_size=4))
     upgrade(db_engine)
@@ -63,8 +62,9 @@ def db(engine: Engine, monkeypatch: pytest.MonkeyPatch, database_url: str) -> It
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setattr(uow_module, "get_engine", lambda: engine)
+    bootstrap.use(engine=engine)
     yield engine
+    bootstrap.use()
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,7 @@ class FunctionHarness(SqsFunctionRunner):
                 except json.JSONDecodeError:
                     parsed = {}
                 parsed = parsed if isinstance(parsed, dict) else {}
-                data = parsed.get("data") if isinstance(parsed.get("data"), dict) else {}
+                data: dict[str, Any] = parsed["data"] if isinstance(parsed.get("data"), dict) else {}
                 params["MessageGroupId"] = group_id or str(data.get("conversation_id", "group"))
                 params["MessageDeduplicationId"] = str(parsed.get("job_id") or uuid.uuid4()) + (
                     group_id or ""
@@ -121,7 +121,7 @@ class FunctionHarness(SqsFunctionRunner):
 @pytest.fixture
 def function(
     aws: Stack, template: Template, db: Engine, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[str], FunctionHarness]:
+) -> Iterator[Callable[[str], FunctionHarness]]:
     """``function("SendMessageFunction")``: that function's environment from the template, and a harness."""
 
     def make(logical_id: str) -> FunctionHarness:
@@ -187,4 +187,4 @@ def ws_frames(connection_id: str) -> list[dict[str, Any]]:
     return posted_frames(connection_id)
 
 
-__all__ = ["JobType", "queue_messages", "ws_frames"]
+__all__ = ["queue_messages", "ws_frames"]

@@ -73,15 +73,15 @@ class SigningKey:
 @contextmanager
 def jwks_server(*keys: SigningKey, body: bytes | None = None) -> Iterator[str]:
     """Serve ``{"keys": [...]}`` (or ``body``) on 127.0.0.1 while the block runs; yields the JWKS URL."""
-    body = body if body is not None else json.dumps({"keys": [key.jwk() for key in keys]}).encode()
+    served: bytes = body if body is not None else json.dumps({"keys": [key.jwk() for key in keys]}).encode()
 
     class Jwks(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(served)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(served)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

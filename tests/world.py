@@ -22,7 +22,7 @@ from shared.jobs import SCHEMA_VERSION
 def job(
     job_type: str, data: dict[str, Any], *, job_id: uuid.UUID | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """A job body (as a dict) in the DESIGN §3 envelope."""
+    """A job body (as a dict) in the docs/contracts.md §2 envelope."""
     return {
         "job_id": str(job_id or uuid.uuid4()),
         "job_type": job_type,

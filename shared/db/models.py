@@ -1,4 +1,4 @@
-"""Typed models of every table. The shared tables (DESIGN §5) keep their contract names and columns;
+"""Typed models of all tables. The shared tables (docs/contracts.md §4) keep their contract names and columns;
 the chat API writes them too. Statuses are text with CHECK constraints so other services can read them."""
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# A bound array of UUIDs: `= ANY(:ids)` and `unnest(:ids)` take N ids as one parameter.
+UUID_ARRAY = ARRAY(UUID(as_uuid=True))
 
 # Stable constraint names, so Alembic migrations can refer to them (polar's kit/db/models/base.py does this).
 NAMING_CONVENTION = {
@@ -213,7 +216,7 @@ class JobFailure(Base):
     redriven_at: Mapped[datetime | None]
 
 
-# --- notifications (DESIGN §6 notification) ------------------------------------------------------------
+# --- notifications (docs/contracts.md §5 notification) ------------------------------------------------------
 
 NOTIFICATION_CHANNELS = ("push", "email", "sms", "in_app")
 NOTIFICATION_CATEGORIES = ("message", "mention", "system")

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from shared.db.engine import get_engine
 from shared.errors import DatabaseUnavailable
 
 
 class UnitOfWork:
-    """``with UnitOfWork() as uow: ...; uow.commit()`` — leaving the block without ``commit()`` rolls back.
+    """``with UnitOfWork(sessions) as uow: ...; uow.commit()`` — leaving the block without ``commit()`` rolls
+    back. ``sessions`` is the session factory the function was given.
 
     Connection-level database errors leave it as :class:`DatabaseUnavailable` (transient)."""
 
     session: Session
 
-    def __init__(self, engine: Engine | None = None) -> None:
-        self._engine = engine
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self._sessions = sessions
 
     def __enter__(self) -> Self:
-        self.session = Session(self._engine or get_engine(), expire_on_commit=False)
+        self.session = self._sessions()
         return self
 
     def commit(self) -> None:

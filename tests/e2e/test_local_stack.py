@@ -22,7 +22,7 @@ from infra.dev_demo import mint_token, receive, seed_conversation, send_text, st
 from shared.config import Settings
 from shared.db.engine import build_engine
 from shared.db.models import Message, WsConnection
-from shared.jobs import JobType
+from shared.jobs import JOB_KINDS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def test_dev_json_describes_the_stack(stack):
         "jwt_secret",
         "queues",
     }
-    assert set(info["queues"]) == {job_type.value for job_type in JobType}
+    assert set(info["queues"]) == set(JOB_KINDS)
     send = info["queues"]["send-message"]
     assert send["url"].endswith(".fifo") and send["dlq_url"].endswith(".fifo")
 

@@ -1,4 +1,4 @@
-"""template.yaml, checked through infra/template.py (its one reader): the queue contract of DESIGN section 2,
+"""template.yaml, checked through infra/template.py (its one reader): the queues of docs/contracts.md §1,
 least-privilege IAM, alarms, and provisioning against moto. No network, no database."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from infra.template import (
     provision,
     resolve,
 )
+from shared.jobs import JOB_KINDS
 
 ROOT = TEMPLATE_PATH.parent
 JOB_TYPES = (
@@ -148,7 +149,39 @@ def test_functions_run_python_313_on_arm64_with_tracing(template: Template) -> N
     assert function_globals["Tracing"] == "Active"
 
 
-# --- queues (DESIGN section 2) -----------------------------------------------------------------------
+# --- queues (docs/contracts.md §1) -----------------------------------------------------------------------
+
+
+# Declared job types whose consumer function has not landed yet (the encryption/indexing and the batch/cleanup
+# work add them): their queues exist, so producers can already send, but no function reads them.
+NOT_YET_CONSUMED = {"encryption", "indexing", "batch-message", "cleanup"}
+
+
+def test_the_declared_job_types_are_the_contract() -> None:
+    assert tuple(JOB_KINDS) == JOB_TYPES
+    assert {name for name, kind in JOB_KINDS.items() if kind.fifo} == FIFO_JOB_TYPES
+
+
+def test_every_declared_job_type_has_its_queue_dlq_function_and_alarms_and_nothing_else_does(
+    template: Template,
+) -> None:
+    kinds = list(JOB_KINDS.values())
+    sqs_fed = {fn.logical_id for fn in template.functions.values() if fn.sqs_events}
+    depth_alarms = alarms_on(template, "ApproximateNumberOfMessagesVisible")
+    age_alarms = alarms_on(template, "ApproximateAgeOfOldestMessage")
+    assert set(template.main_queues) == {kind.queue_logical_id for kind in kinds}
+    assert template.dead_letter_queue_ids == {kind.dead_letter_queue_logical_id for kind in kinds}
+    assert sqs_fed == {kind.function_logical_id for kind in kinds if kind.name not in NOT_YET_CONSUMED}
+    assert set(depth_alarms) == template.dead_letter_queue_ids
+    assert set(age_alarms) == set(template.main_queues)
+    for kind in kinds:
+        queue = template.queues[kind.queue_logical_id]
+        assert queue.fifo == kind.fifo, kind.name
+        assert queue.dead_letter_logical_id == kind.dead_letter_queue_logical_id, kind.name
+        if kind.name in NOT_YET_CONSUMED:
+            continue
+        function = template.functions[kind.function_logical_id]
+        assert [event.queue_logical_id for event in function.sqs_events] == [kind.queue_logical_id]
 
 
 def test_every_job_type_has_its_queue_and_no_queue_lacks_a_job_type(template: Template) -> None:
@@ -490,11 +523,11 @@ def test_intrinsics_resolve_against_provisioned_resources(stack: Stack) -> None:
         resolve({"Fn::GetAtt": ["SendMessageFunction", "Arn"]}, ctx)
 
 
-# --- schema migrations on deploy (DESIGN section 2) ----------------------------------------------------
+# --- schema migrations on deploy (docs/contracts.md §1) ----------------------------------------------------
 
 
 def test_schema_head_is_the_alembic_head_so_a_new_migration_runs_on_deploy(template: Template) -> None:
-    from shared.db.migrate import head_revision
+    from shared.db.migrations import head_revision
 
     props = template.resources["SchemaMigration"]["Properties"]
     assert props["SchemaHead"] == head_revision(), (
@@ -509,7 +542,7 @@ def test_schema_migration_is_served_by_the_migration_function(template: Template
     props = resource["Properties"]
     assert props["ServiceToken"] == {"Fn::GetAtt": ["MigrationFunction", "Arn"]}
     fn = template.functions["MigrationFunction"]
-    assert fn.handler == "handlers/migrate.lambda_handler"
+    assert fn.handler == "handlers/migration.lambda_handler"
     assert fn.timeout == 300 and not fn.sqs_events
     # CloudFormation gives up soon after the function's deadline, not after its default hour
     assert fn.timeout < props["ServiceTimeout"] <= 600
@@ -572,7 +605,7 @@ def test_requirements_txt_matches_the_package_dependencies() -> None:
     assert sorted(requirements) == sorted(pyproject["project"]["dependencies"])
 
 
-# --- the WebSocket API (DESIGN section 7) ---------------------------------------------------------------
+# --- the WebSocket API (docs/contracts.md §6) ---------------------------------------------------------------
 
 WEBSOCKET_ROUTES = {
     "$connect": "WebSocketConnectFunction",

@@ -9,9 +9,10 @@ import pytest
 from botocore.stub import Stubber
 
 from shared.aws import client
-from shared.db.uow import UnitOfWork
+from shared.bootstrap import dependencies
 from shared.errors import DependencyThrottled
-from shared.services.broadcast import MAX_FRAME_BYTES, broadcast
+from shared.services.connections.broadcast import MAX_FRAME_BYTES, broadcast
+from shared.services.connections.gateway import connections_api
 from tests.conftest import WEBSOCKET_ENDPOINT
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,9 @@ def api(function):
 
 
 def _run(db, user_ids, frames=(FRAME,)):
-    with UnitOfWork(db) as uow:
-        result = broadcast(uow.session, user_ids, list(frames))
+    deps = dependencies()
+    with deps.unit_of_work() as uow:
+        result = broadcast(uow.session, connections_api(deps), user_ids, list(frames), deps.settings)
         uow.commit()
     return result
 

@@ -88,9 +88,9 @@ def test_connections_carry_the_statement_timeout_and_utc(database_url):
         raw.rollback()  # what the pool does on every return must not undo the session settings
         cursor = raw.cursor()
         cursor.execute("SHOW statement_timeout")
-        assert cursor.fetchone()[0] == "10s"
+        assert cursor.fetchone() == ["10s"]
         cursor.execute("SHOW TimeZone")
-        assert cursor.fetchone()[0] == "UTC"
+        assert cursor.fetchone() == ["UTC"]
     finally:
         raw.close()
         fresh.dispose()

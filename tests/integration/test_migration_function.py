@@ -25,8 +25,8 @@ from infra.template import Stack, Template
 from shared import config as config_module
 from shared.db import engine as engine_module
 from shared.db.engine import normalize_url
-from shared.db.migrate import head_revision
-from shared.services import schema
+from shared.db.migrations import head_revision
+from shared.services import migration
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +243,7 @@ def test_update_is_idempotent_and_keeps_the_data(migration_function, cloudformat
 
 
 def test_update_migrates_a_database_behind_head(migration_function, cloudformation, fresh_database, connect):
-    from shared.db.migrate import upgrade
+    from shared.db.migrations import upgrade
 
     database = connect(fresh_database)
     upgrade(database, "0001")
@@ -355,6 +355,30 @@ def test_a_request_without_a_response_url_is_an_error_not_a_hang(migration_funct
     assert cloudformation.puts == []
 
 
+def test_a_malformed_request_with_a_response_url_is_answered_failed(
+    migration_function, cloudformation, caplog
+):
+    event = request(cloudformation, "Create")
+    del event["StackId"]
+    event["LogicalResourceId"] = ""
+    with caplog.at_level(logging.DEBUG), pytest.raises(ValueError, match="missing StackId") as raised:
+        migration_function(event, "postgresql://unused@127.0.0.1:1/x")
+
+    (put,) = cloudformation.puts
+    assert put.body["Status"] == "FAILED"
+    assert put.body["Reason"].startswith(
+        "not a CloudFormation custom-resource request: missing StackId; invalid LogicalResourceId"
+    )
+    assert (put.body["RequestId"], put.body["StackId"]) == (event["RequestId"], "")
+    assert put.body["PhysicalResourceId"] == "switchboard-schema"
+    # the pre-signed URL is a credential: neither in the logs nor in the error (nor its chained cause)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    formatter = logging.Formatter()
+    logged = "\n".join(formatter.format(record) + str(record.__dict__) for record in caplog.records)
+    assert "not a CloudFormation custom-resource request" in logged
+    assert "X-Amz-Signature" not in logged + str(raised.value)
+
+
 # --- the response itself ----------------------------------------------------------------------------------
 
 
@@ -373,21 +397,29 @@ def test_the_response_is_put_as_cloudformation_requires(migration_function, clou
     assert put.body["LogicalResourceId"] == event["LogicalResourceId"]
 
 
-def test_a_rejected_response_is_retried(migration_function, cloudformation, fresh_database, monkeypatch):
-    monkeypatch.setattr(schema.time, "sleep", lambda seconds: None)
+def serve(event: dict[str, Any], *, sleep: Callable[[float], None], migrate: Callable[[], str]) -> None:
+    """The service as the handler calls it, with the waits between response attempts recorded, not slept."""
+    context = LocalLambdaContext(function_name="MigrationFunction", timeout_s=60)
+    request = migration.CustomResourceRequest.model_validate(event)
+    migration.handle_request(request, context, migrate=migrate, sleep=sleep)  # type: ignore[arg-type]
+
+
+def test_a_rejected_response_is_retried(cloudformation):
+    waits: list[float] = []
     cloudformation.statuses = [503]
-    migration_function(request(cloudformation, "Create"), fresh_database)
+    serve(request(cloudformation, "Create"), sleep=waits.append, migrate=head_revision)
     assert [put.body["Status"] for put in cloudformation.puts] == ["SUCCESS", "SUCCESS"]
+    assert cloudformation.puts[0].raw == cloudformation.puts[1].raw
+    assert waits == [1]
 
 
-def test_an_undeliverable_response_is_an_error_of_the_invocation(
-    migration_function, cloudformation, fresh_database, monkeypatch
-):
-    monkeypatch.setattr(schema.time, "sleep", lambda seconds: None)
-    cloudformation.statuses = [503] * schema.RESPONSE_ATTEMPTS
-    with pytest.raises(schema.ResponseNotDelivered, match="503"):
-        migration_function(request(cloudformation, "Create"), fresh_database)
-    assert len(cloudformation.puts) == schema.RESPONSE_ATTEMPTS
+def test_an_undeliverable_response_is_an_error_of_the_invocation(cloudformation):
+    waits: list[float] = []
+    cloudformation.statuses = [503] * migration.RESPONSE_ATTEMPTS
+    with pytest.raises(migration.ResponseNotDelivered, match="503"):
+        serve(request(cloudformation, "Create"), sleep=waits.append, migrate=head_revision)
+    assert len(cloudformation.puts) == migration.RESPONSE_ATTEMPTS
+    assert waits == [1, 2]  # none after the last attempt
 
 
 def test_a_migration_still_running_near_the_deadline_responds_failed_once(cloudformation):
@@ -399,8 +431,11 @@ def test_a_migration_still_running_near_the_deadline_responds_failed_once(cloudf
         return "0003"
 
     context = LocalLambdaContext(function_name="MigrationFunction", timeout_s=1.2)
-    schema.handle_request(
-        request(cloudformation, "Update"), context, migrate=slow_migration, deadline_margin_ms=1000
+    migration.handle_request(
+        migration.CustomResourceRequest.model_validate(request(cloudformation, "Update")),
+        context,  # type: ignore[arg-type]  # the local stack's context: the attributes Lambda's has
+        migrate=slow_migration,
+        deadline_margin_ms=1000,
     )
 
     assert finished.is_set()
@@ -415,8 +450,8 @@ def test_error_descriptions_mask_credentials() -> None:
         f"cannot reach postgresql+pg8000://switchboard:{PASSWORD}@db:5432/x (password={PASSWORD}, "
         f"{{'password': '{PASSWORD}'}})\n[SQL: SELECT 1]"
     )
-    described = schema.describe(error)
+    described = migration.describe(error)
     assert PASSWORD not in described
     assert described.startswith("RuntimeError: cannot reach postgresql+pg8000://***@db:5432/x")
     assert "[SQL" not in described
-    assert len(schema.describe(RuntimeError("x" * 5000))) <= schema.ERROR_MAX_CHARS
+    assert len(migration.describe(RuntimeError("x" * 5000))) <= migration.ERROR_MAX_CHARS

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from shared.db.migrate import alembic_config
+from shared.db.migrations import alembic_config
 from shared.db.models import Base
 
 pytestmark = pytest.mark.integration

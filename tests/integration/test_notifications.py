@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import boto3
 import pytest
@@ -23,8 +24,8 @@ from shared.db.models import (
     NotificationDelivery,
     NotificationPreference,
 )
-from shared.jobs import child_job_id
-from shared.services import notifications
+from shared.jobs import NOTIFICATION
+from shared.services.notifications import service as notifications
 from tests.conftest import queue_messages, ws_frames
 from tests.world import job
 
@@ -141,7 +142,7 @@ def emails() -> list:
     return list(ses_backends[ACCOUNT][REGION].sent_messages)
 
 
-def deliveries(world, body) -> dict[tuple[str, str], object]:
+def deliveries(world, body) -> dict[tuple[str, str], Any]:
     rows = world.rows(
         select(NotificationDelivery).where(NotificationDelivery.job_id == uuid.UUID(body["job_id"]))
     )
@@ -420,7 +421,7 @@ def test_a_disabled_endpoint_is_marked_disabled_and_not_retried(notifier, world,
     # And the next notification does not try it again
     again = notification(bob)
     run(notifier, again)
-    in_app_id = child_job_id(uuid.UUID(again["job_id"]), "in-app")
+    in_app_id = NOTIFICATION.load(again).child_job_id("in-app")
     assert set(deliveries(world, again)) == {("push", live), ("in_app", str(in_app_id))}
 
 

@@ -1,4 +1,4 @@
-"""The job runner (DESIGN §4), exercised through the real handlers: partial batches, idempotency,
+"""The job runner (docs/contracts.md §3), exercised through the real handlers: partial batches, idempotency,
 post-commit effects, classification of failures, backoff and the DLQ."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ import uuid
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from sqlalchemy import create_engine, func, select
 
-from shared.db import uow as uow_module
+from shared import bootstrap
+from shared.aws import client
 from shared.db.models import JobFailure, JobInbox, Message
-from shared.errors import DependencyThrottled, TransientJobError
-from shared.services import effects as effects_module
-from shared.services import messages as messages_module
-from tests.conftest import queue_messages, ws_frames
+from shared.errors import TransientJobError
+from tests.conftest import WEBSOCKET_ENDPOINT, queue_messages, ws_frames
+from tests.faults import failing_calls, failing_statements, mentions
 from tests.world import job
 
 pytestmark = pytest.mark.integration
@@ -102,13 +103,13 @@ def test_database_unavailable_fails_every_record_commits_nothing_and_redelivery_
         send.send(job("send-message", world.send_message_data(conversations[-1], alice)))
     # When the database is unreachable
     dead_engine = create_engine("postgresql+pg8000://nobody@127.0.0.1:9/none", connect_args={"timeout": 1})
-    monkeypatch.setattr(uow_module, "get_engine", lambda: dead_engine)
+    bootstrap.use(engine=dead_engine)
     event, response = send.poll_once()
     # Then every record is reported failed and nothing is committed
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
         r["messageId"] for r in event["Records"]
     )
-    monkeypatch.setattr(uow_module, "get_engine", lambda: db)
+    bootstrap.use(engine=db)
     assert world.rows(select(func.count()).select_from(Message))[0][0] == 0
     # And the records are held back (backoff) rather than redelivered at once
     again, _ = send.poll_once()
@@ -121,21 +122,15 @@ def test_database_unavailable_fails_every_record_commits_nothing_and_redelivery_
     assert world.rows(select(func.count()).select_from(Message))[0][0] == 3
 
 
-def test_fifo_failure_in_one_conversation_does_not_hold_back_another(send, world, monkeypatch):
+def test_fifo_failure_in_one_conversation_does_not_hold_back_another(send, world, db):
     alice, bob = world.user(), world.user()
     stuck, flowing = world.conversation([alice, bob]), world.conversation([alice, bob])
-    original = messages_module._load_conversation
-
-    def flaky(session, conversation_id, *args):
-        if conversation_id == stuck:
-            raise TransientJobError("injected")
-        return original(session, conversation_id, *args)
-
-    monkeypatch.setattr(messages_module, "_load_conversation", flaky)
     stuck_jobs = [job("send-message", world.send_message_data(stuck, alice, f"s{i}")) for i in range(2)]
     flowing_jobs = [job("send-message", world.send_message_data(flowing, bob, f"f{i}")) for i in range(2)]
     send.send(stuck_jobs[0], flowing_jobs[0], stuck_jobs[1], flowing_jobs[1])
-    event, response = send.poll_once()
+    # Every statement about the stuck conversation fails
+    with failing_statements(db, lambda: TransientJobError("injected"), when=mentions(stuck)):
+        event, response = send.poll_once()
     failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
     by_id = {r["messageId"]: json.loads(r["body"])["job_id"] for r in event["Records"]}
     assert {by_id[m] for m in failed} == {j["job_id"] for j in stuck_jobs}
@@ -143,28 +138,22 @@ def test_fifo_failure_in_one_conversation_does_not_hold_back_another(send, world
     assert world.messages(stuck) == []
 
 
-def test_post_commit_effects_are_redone_without_redoing_the_transaction(send, world, monkeypatch, aws):
+def test_post_commit_effects_are_redone_without_redoing_the_transaction(send, world, aws):
     alice, bob = world.user(), world.user()
     conversation = world.conversation([alice, bob])
     bob_device = world.connect(bob)
-    original = effects_module.broadcast
-    calls = {"n": 0}
-
-    def broadcast_failing_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise DependencyThrottled("injected throttling")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(effects_module, "broadcast", broadcast_failing_once)
     data = world.send_message_data(conversation, alice)
     send.send(job("send-message", data))
-    # First delivery: committed, indexing enqueued, broadcast failed -> retried
-    event, response = send.poll_once()
+    # First delivery: committed, indexing enqueued, the post to Bob's device failed -> retried
+    unavailable = ClientError({"Error": {"Code": "InternalServerErrorException"}}, "PostToConnection")
+    api = client("apigatewaymanagementapi", WEBSOCKET_ENDPOINT)
+    with failing_calls(api, "PostToConnection", lambda: unavailable, times=1) as failed:
+        event, response = send.poll_once()
+    assert failed == [1]
     assert len(response["batchItemFailures"]) == 1
     assert len(world.messages(conversation)) == 1
     [inbox] = world.rows(select(JobInbox))
-    assert [e["kind"] for e in inbox.effects_pending] == ["broadcast"]
+    assert [e["kind"] for e in inbox.effects_pending] == ["message.new"]
     assert inbox.completed_at is None
     # Redelivery: only the broadcast is redone
     _make_visible(send, event)
@@ -178,22 +167,18 @@ def test_post_commit_effects_are_redone_without_redoing_the_transaction(send, wo
 
 
 def test_transient_failure_on_the_last_receive_is_recorded_before_sqs_dead_letters_it(
-    send, world, monkeypatch
+    send, world, monkeypatch, db
 ):
     alice, bob = world.user(), world.user()
     conversation = world.conversation([alice, bob])
-    monkeypatch.setattr(
-        messages_module,
-        "_load_conversation",
-        lambda *a: (_ for _ in ()).throw(TransientJobError("still down")),
-    )
     monkeypatch.setenv("MAX_RECEIVE_COUNT", "1")
     from shared.config import get_settings
 
     get_settings.cache_clear()
     body = job("send-message", world.send_message_data(conversation, alice))
     send.send(body)
-    _, response = send.poll_once()
+    with failing_statements(db, lambda: TransientJobError("still down"), when=mentions(conversation)):
+        _, response = send.poll_once()
     assert len(response["batchItemFailures"]) == 1
     [failure] = world.rows(select(JobFailure))
     assert (failure.permanent, failure.reason, str(failure.job_id)) == (
@@ -203,22 +188,18 @@ def test_transient_failure_on_the_last_receive_is_recorded_before_sqs_dead_lette
     )
 
 
-def test_sqs_moves_a_record_failing_past_max_receive_count_to_the_dlq_with_its_body(
-    send, world, monkeypatch, aws
-):
+def test_sqs_moves_a_record_failing_past_max_receive_count_to_the_dlq_with_its_body(send, world, aws, db):
     alice, bob = world.user(), world.user()
     conversation = world.conversation([alice, bob])
-    monkeypatch.setattr(
-        messages_module, "_load_conversation", lambda *a: (_ for _ in ()).throw(RuntimeError("a bug"))
-    )
     body = job("send-message", world.send_message_data(conversation, alice))
     send.send(body)
     max_receive = int(aws.function_environment(send.spec)["MAX_RECEIVE_COUNT"])
-    for _ in range(max_receive):
-        event, response = send.poll_once()
-        assert len(response["batchItemFailures"]) == 1
-        _make_visible(send, event)
-    event, _ = send.poll_once()
+    with failing_statements(db, lambda: RuntimeError("a bug"), when=mentions(conversation)):
+        for _ in range(max_receive):
+            event, response = send.poll_once()
+            assert len(response["batchItemFailures"]) == 1
+            _make_visible(send, event)
+        event, _ = send.poll_once()
     assert event["Records"] == []
     [dead] = queue_messages(aws, "SendMessageDLQ")
     assert json.loads(dead["Body"]) == body
@@ -260,16 +241,17 @@ def test_dead_lettering_keeps_the_original_message_attributes(send, world, aws):
 
 
 def test_a_unit_of_work_rolls_back_unless_committed(db, world):
+    from sqlalchemy.orm import sessionmaker
+
+    from shared.db.models import User
     from shared.db.uow import UnitOfWork
 
     user = uuid.uuid4()
-    from shared.db.models import User
-
-    with UnitOfWork(db) as uow:
+    with UnitOfWork(sessionmaker(db)) as uow:
         uow.session.add(User(id=user, display_name="ghost"))
         uow.session.flush()
     assert world.rows(select(User).where(User.id == user)) == []
-    with UnitOfWork(db) as uow:
+    with UnitOfWork(sessionmaker(db)) as uow:
         uow.session.add(User(id=user, display_name="real"))
         uow.commit()
     assert len(world.rows(select(User).where(User.id == user))) == 1

@@ -1,4 +1,4 @@
-"""Set-based SQL: statements per job do not grow with the number of recipients (DESIGN §5)."""
+"""Set-based SQL: statements per job do not grow with the number of recipients (docs/contracts.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WebSocket API's functions (DESIGN §7), invoked with API Gateway-shaped events the way the local
+"""The WebSocket API's functions (docs/contracts.md §6), invoked with API Gateway-shaped events as the local
 gateway invokes them: the token authorizer (HS256, and RS256/ES256 against a JWKS served on 127.0.0.1),
 $connect, $disconnect, $default (ack -> delivery-confirmation job, ping -> pong, error frames) and the
 stale-connection sweeper. Real PostgreSQL, moto for SQS and the @connections API; moto never answers
@@ -12,14 +12,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 from botocore.stub import Stubber
 from sqlalchemy import insert, select, update
 
 from shared.aws import client
 from shared.db.models import WsConnection
-from shared.errors import DependencyThrottled, KeySetUnavailable
-from shared.services import auth
+from shared.errors import KeySetUnavailable
+from shared.services.connections import auth
 from tests.conftest import WEBSOCKET_ENDPOINT, queue_messages, ws_frames
 from tests.tokens import SigningKey, hs256, jwks_server
 from tests.world import job
@@ -199,13 +200,13 @@ def test_the_jwks_is_fetched_once_per_container(jwks_authorize, monkeypatch):
     with jwks_server(key) as url:
         authorize = jwks_authorize(url)
         fetches = []
-        original = auth.jwt.PyJWKClient.fetch_data
+        original = jwt.PyJWKClient.fetch_data
 
         def counting(self):
             fetches.append(1)
             return original(self)
 
-        monkeypatch.setattr(auth.jwt.PyJWKClient, "fetch_data", counting)
+        monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", counting)
         for _ in range(3):
             authorize(authorizer_event(key.token(uuid.uuid4())))
     assert len(fetches) == 1
@@ -478,16 +479,18 @@ def test_a_frame_from_an_unknown_connection_gets_an_error_frame(send_frame, worl
     assert confirmation_jobs(aws) == []
 
 
-def test_an_ack_that_cannot_be_queued_is_answered_with_unavailable(send_frame, world, aws, monkeypatch):
-    from shared.services import client_frames
+def test_an_ack_that_cannot_be_queued_is_answered_with_unavailable(send_frame, world, aws):
+    from botocore.exceptions import ClientError
 
-    def throttled(jobs):
-        raise DependencyThrottled("SQS is throttling")
+    from shared.bootstrap import dependencies
+    from tests.faults import failing_calls
 
-    monkeypatch.setattr(client_frames, "send_jobs", throttled)
     connection = world.connect(world.user("bob"))
     ack = {"action": "ack", "status": "read", "message_ids": [str(uuid.uuid4())]}
-    assert send_frame(message_event(connection, ack)) == {"statusCode": 200}
+    throttled = ClientError({"Error": {"Code": "RequestThrottled"}}, "SendMessageBatch")
+    with failing_calls(dependencies().aws.sqs(), "SendMessageBatch", lambda: throttled) as failed:
+        assert send_frame(message_event(connection, ack)) == {"statusCode": 200}
+    assert failed == [1]
     assert error_frame(connection)["code"] == "unavailable"
 
 
@@ -597,7 +600,7 @@ def test_a_failure_to_close_an_idle_connection_is_counted_not_raised(websocket_f
 
 
 def test_the_sweeper_works_in_bounded_batches(websocket_function, world, db):
-    from shared.services.connections import SWEEP_BATCH
+    from shared.services.connections.repository import SWEEP_BATCH
 
     bob = world.user("bob")
     add_connections(
@@ -610,15 +613,18 @@ def test_the_sweeper_works_in_bounded_batches(websocket_function, world, db):
 
 def test_the_sweeper_stops_before_the_deadline_and_the_next_run_continues(world, db, aws, monkeypatch):
     from shared.config import get_settings
-    from shared.services.connections import SWEEP_BATCH, sweep_stale_connections
+    from shared.services.connections.repository import SWEEP_BATCH
+    from shared.services.connections.service import sweep_stale_connections
 
     monkeypatch.setenv("WEBSOCKET_ENDPOINT", WEBSOCKET_ENDPOINT)
     get_settings.cache_clear()
     bob = world.user("bob")
     add_connections(db, bob, SWEEP_BATCH + 1, connected_ago=timedelta(hours=3), seen_ago=timedelta(hours=3))
-    first = sweep_stale_connections(time_left_ms=lambda: 0)
+    from shared.bootstrap import dependencies
+
+    first = sweep_stale_connections(dependencies(), time_left_ms=lambda: 0)
     assert (first.expired, first.batches, first.complete) == (SWEEP_BATCH, 1, False)
-    second = sweep_stale_connections(time_left_ms=lambda: 60_000)
+    second = sweep_stale_connections(dependencies(), time_left_ms=lambda: 60_000)
     assert (second.expired, second.complete) == (1, True)
     assert world.connections() == set()
     get_settings.cache_clear()

@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from shared.config import Settings
 from shared.errors import ConfigurationError, InvalidToken
-from shared.services.auth import allowed_algorithms, verify_token
+from shared.services.connections.auth import allowed_algorithms, verify_token
 from tests.tokens import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, SigningKey, hs256
 
 USER = uuid.UUID("0b9c5a3e-5d1f-4f7e-9b7a-2f0a3c4d5e6f")
@@ -133,7 +133,7 @@ def test_a_token_without_expiry_is_refused():
 def test_an_unsigned_token_is_refused():
     token = jwt.encode(
         {"sub": str(USER), "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "exp": time.time() + 60},
-        None,
+        None,  # type: ignore[arg-type]  # alg "none": a token that is not signed at all
         algorithm="none",
     )
     assert refusal(token) == "bad-signature"

@@ -5,7 +5,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.runtime import backoff_seconds
+from shared.runtime.sqs import backoff_seconds
 
 
 @given(attempt=st.integers(min_value=1, max_value=50), seed=st.integers())

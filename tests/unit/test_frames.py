@@ -1,8 +1,9 @@
 """Frame encoding against API Gateway's 128 KB limit."""
 
 import json
+from typing import Any
 
-from shared.services.broadcast import MAX_FRAME_BYTES, encode_frame
+from shared.services.connections.broadcast import MAX_FRAME_BYTES, encode_frame
 
 
 def test_small_frames_are_sent_as_compact_json():
@@ -11,7 +12,10 @@ def test_small_frames_are_sent_as_compact_json():
 
 
 def test_oversized_message_frame_keeps_ids_and_a_shortened_content():
-    frame = {"type": "message.new", "message": {"id": "m1", "seq": 7, "content": "😀" * 40_000}}
+    frame: dict[str, Any] = {
+        "type": "message.new",
+        "message": {"id": "m1", "seq": 7, "content": "😀" * 40_000},
+    }
     encoded = encode_frame(frame)
     assert len(encoded) <= MAX_FRAME_BYTES
     reduced = json.loads(encoded)

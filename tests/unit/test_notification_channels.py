@@ -10,7 +10,7 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from shared.services.notification_channels import (
+from shared.services.notifications.channels import (
     PUSH_PAYLOAD_BYTES,
     SMS_MAX_CHARS,
     NotificationContent,

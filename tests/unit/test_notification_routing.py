@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 
 import pytest
 
-from shared.services.notification_routing import (
+from shared.services.notifications.routing import (
     ChannelPreference,
     Device,
     PlannedDelivery,

@@ -1,4 +1,4 @@
-"""Alembic environment: runs against the connection handed over by shared.db.migrate (or the configured
+"""Alembic environment: runs against the connection handed over by shared.db.migrations (or the configured
 engine), so migrations use the same URL/secret resolution as the functions."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which channels and targets a notification goes to (DESIGN §6): pure rules, no I/O.
+"""Which channels and targets a notification goes to (docs/contracts.md §5): pure rules, no I/O.
 
 Defaults, for a channel the user has no preference row for: ``push`` and ``in_app`` on, ``email`` and ``sms``
 off (they reach people outside the app and cost money per message, so they are opt-in).

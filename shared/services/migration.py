@@ -1,5 +1,5 @@
-"""The database schema as a CloudFormation custom resource (DESIGN section 2: "a migration function run on
-deploy").
+"""The database migration on deploy, as a CloudFormation custom resource (docs/contracts.md §1: "a migration
+function run on deploy").
 
 template.yaml declares ``SchemaMigration`` (``Custom::SchemaMigration``) served by MigrationFunction.
 CloudFormation sends the function a request on stack create, on every update that changes the resource's
@@ -18,9 +18,12 @@ So :func:`handle_request` responds exactly once, whatever happens:
 * Still migrating shortly before the Lambda deadline -> FAILED ("timed out") from a timer; the migration's
   transaction is rolled back when Lambda stops the function.
 
+The handler (handlers/migration.py) parses the event into a :class:`CustomResourceRequest`; a request it
+cannot parse is answered FAILED with :func:`reject_request` when it has a ``ResponseURL``.
+
 ``PhysicalResourceId`` is stable (``switchboard-schema``): an update never looks like a replacement, which
-would make CloudFormation send a Delete for the "old" schema. Powertools reads the request
-(``CloudFormationCustomResourceEvent``) but has no response helper, so the protocol is implemented here.
+would make CloudFormation send a Delete for the "old" schema. Powertools has no response helper, so the
+protocol is implemented here.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.db.engine import get_engine
-from shared.db.migrate import current_revision, head_revision, is_known_revision, upgrade
+from shared.db.migrations import current_revision, head_revision, is_known_revision, upgrade
 from shared.observability import logger
 
 PHYSICAL_RESOURCE_ID = "switchboard-schema"
@@ -49,9 +53,9 @@ RESPONSE_ATTEMPTS = 3
 RESPONSE_TIMEOUT_SECONDS = 15
 REASON_MAX_CHARS = 500  # the whole response must stay under CloudFormation's 4096 bytes
 ERROR_MAX_CHARS = 300
-REQUIRED_REQUEST_FIELDS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
 
 Status = Literal["SUCCESS", "FAILED"]
+Sleep = Callable[[float], None]
 
 # user:password@ in any URL, and password=... / "password": ... in connection strings or dict reprs
 _URL_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^\s/@]+@")
@@ -61,6 +65,45 @@ _PASSWORD_FIELD = re.compile(r"(?i)(password['\"]?\s*[=:]\s*)(['\"]?)[^\s'\",}]+
 class ResponseNotDelivered(RuntimeError):
     """The response could not be PUT to CloudFormation, even after retries. Raised, so that the invocation
     counts as an error; the resource's ServiceTimeout then fails it in CloudFormation."""
+
+
+@dataclass(frozen=True)
+class ResponseTarget:
+    """Where a response goes and the request it answers (``url`` is pre-signed: a credential, not logged)."""
+
+    url: str = field(repr=False)
+    stack_id: str
+    request_id: str
+    logical_resource_id: str
+    physical_resource_id: str = PHYSICAL_RESOURCE_ID
+
+
+class CustomResourceRequest(BaseModel):
+    """A CloudFormation custom-resource request, as the handler parses it from the event."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # A str, not a Literal: an unsupported type must still be answered (FAILED), not rejected unanswered.
+    request_type: str = Field(alias="RequestType", min_length=1)
+    response_url: str = Field(alias="ResponseURL", min_length=1, repr=False)
+    stack_id: str = Field(alias="StackId", min_length=1)
+    request_id: str = Field(alias="RequestId", min_length=1)
+    logical_resource_id: str = Field(alias="LogicalResourceId", min_length=1)
+    physical_resource_id: str | None = Field(default=None, alias="PhysicalResourceId")
+    resource_properties: dict[str, Any] = Field(default_factory=dict, alias="ResourceProperties")
+
+    @property
+    def target(self) -> ResponseTarget:
+        physical_id = PHYSICAL_RESOURCE_ID
+        if self.request_type != "Create" and self.physical_resource_id:
+            physical_id = self.physical_resource_id  # echo it: a new id would mean a replacement
+        return ResponseTarget(
+            url=self.response_url,
+            stack_id=self.stack_id,
+            request_id=self.request_id,
+            logical_resource_id=self.logical_resource_id,
+            physical_resource_id=physical_id,
+        )
 
 
 def migrate_to_head() -> str:
@@ -87,8 +130,9 @@ def describe(error: BaseException) -> str:
     return message[:ERROR_MAX_CHARS]
 
 
-def put_response(response_url: str, body: Mapping[str, Any]) -> None:
-    """PUT ``body`` to the pre-signed URL as CloudFormation requires (empty Content-Type), with retries."""
+def put_response(response_url: str, body: Mapping[str, Any], *, sleep: Sleep = time.sleep) -> None:
+    """PUT ``body`` to the pre-signed URL as CloudFormation requires (empty Content-Type), with retries
+    (``sleep(attempt)`` seconds between them)."""
     if urlsplit(response_url).scheme not in ("https", "http"):
         raise ResponseNotDelivered("ResponseURL is not an http(s) URL")
     data = json.dumps(body).encode("utf-8")
@@ -111,32 +155,30 @@ def put_response(response_url: str, body: Mapping[str, Any]) -> None:
             )
             if attempt == RESPONSE_ATTEMPTS:
                 raise ResponseNotDelivered(describe(error)) from error
-            time.sleep(attempt)
+            sleep(attempt)
 
 
 class _Response:
     """The one response of a request: whoever sends first (the handler or the deadline timer) wins."""
 
-    def __init__(self, request: CloudFormationCustomResourceEvent, log_stream: str) -> None:
-        self.request = request
+    def __init__(self, target: ResponseTarget, log_stream: str, sleep: Sleep) -> None:
+        self.target = target
         self.log_stream = log_stream
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._sent = False
 
     def body(self, status: Status, reason: str, data: dict[str, str] | None) -> dict[str, Any]:
-        request = self.request
-        physical_id = PHYSICAL_RESOURCE_ID
-        if request.request_type != "Create" and request.physical_resource_id:
-            physical_id = request.physical_resource_id  # echo it: a new id would mean a replacement
+        target = self.target
         if status == "FAILED":  # where to look: CloudFormation shows the reason in the stack's events
             reason = f"{reason} (MigrationFunction log stream {self.log_stream})"
         body: dict[str, Any] = {
             "Status": status,
             "Reason": reason[:REASON_MAX_CHARS],
-            "PhysicalResourceId": physical_id,
-            "StackId": request.stack_id,
-            "RequestId": request.request_id,
-            "LogicalResourceId": request.logical_resource_id,
+            "PhysicalResourceId": target.physical_resource_id,
+            "StackId": target.stack_id,
+            "RequestId": target.request_id,
+            "LogicalResourceId": target.logical_resource_id,
         }
         if data is not None:
             body["Data"] = data
@@ -148,7 +190,7 @@ class _Response:
             if self._sent:
                 return False
             self._sent = True
-        put_response(self.request.response_url, self.body(status, reason, data))
+        put_response(self.target.url, self.body(status, reason, data), sleep=self._sleep)
         logger.info("responded to CloudFormation", extra={"status": status, "reason": reason})
         return True
 
@@ -160,7 +202,7 @@ class _Response:
 
 
 def _perform(
-    request: CloudFormationCustomResourceEvent, migrate: Callable[[], str]
+    request: CustomResourceRequest, migrate: Callable[[], str]
 ) -> tuple[Status, str, dict[str, str] | None]:
     try:
         if request.request_type in ("Create", "Update"):
@@ -173,27 +215,23 @@ def _perform(
                 {"Revision": head_revision()},
             )
         logger.warning("unsupported custom-resource request", extra={"request_type": request.request_type})
-        return "FAILED", f"unsupported RequestType {str(request.request_type)[:40]!r}", None
+        return "FAILED", f"unsupported RequestType {request.request_type[:40]!r}", None
     except Exception as error:  # noqa: BLE001 - every failure must reach CloudFormation as FAILED
         logger.exception("schema migration failed", extra={"request_type": request.request_type})
         return "FAILED", describe(error), None
 
 
 def handle_request(
-    event: Mapping[str, Any],
+    request: CustomResourceRequest,
     context: LambdaContext,
     *,
     migrate: Callable[[], str] = migrate_to_head,
     deadline_margin_ms: int = DEADLINE_MARGIN_MS,
+    sleep: Sleep = time.sleep,
 ) -> None:
     """Serve one custom-resource request and respond to it exactly once (see the module docstring).
 
-    Raises only when there is nothing to respond to (not a custom-resource request) or when the response
-    could not be delivered (:class:`ResponseNotDelivered`)."""
-    missing = [name for name in REQUIRED_REQUEST_FIELDS if not event.get(name)]
-    if missing:
-        raise ValueError(f"not a CloudFormation custom-resource request: missing {', '.join(missing)}")
-    request = CloudFormationCustomResourceEvent(dict(event))
+    Raises only when the response could not be delivered (:class:`ResponseNotDelivered`)."""
     logger.info(
         "custom-resource request",
         extra={
@@ -203,7 +241,7 @@ def handle_request(
             "request_id": request.request_id,
         },
     )
-    response = _Response(request, context.log_stream_name)
+    response = _Response(request.target, context.log_stream_name, sleep)
     seconds_left = (context.get_remaining_time_in_millis() - deadline_margin_ms) / 1000
     timer = threading.Timer(max(0.0, seconds_left), response.send_timed_out)
     timer.daemon = True
@@ -215,3 +253,12 @@ def handle_request(
     finally:
         timer.cancel()
         timer.join()  # a timed-out response being sent must be delivered before Lambda freezes us
+
+
+def reject_request(
+    target: ResponseTarget, reason: str, context: LambdaContext, *, sleep: Sleep = time.sleep
+) -> None:
+    """Answer a request the handler could not parse FAILED, so that the stack does not hang on it.
+
+    Raises :class:`ResponseNotDelivered` when the response could not be delivered."""
+    _Response(target, context.log_stream_name, sleep).send("FAILED", reason)

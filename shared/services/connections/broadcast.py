@@ -1,4 +1,4 @@
-"""The one broadcast service (DESIGN §7): frames to every live connection of a set of users.
+"""The one broadcast service (docs/contracts.md §6): frames to every live connection of a set of users.
 
 Connections are looked up in one query; posts run concurrently on a bounded pool (each connection receives
 its frames in order); a 410 Gone removes that connection without failing the broadcast; throttling is
@@ -14,21 +14,24 @@ import uuid
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import delete, select
+from pydantic import Field
 from sqlalchemy.orm import Session
 
-from shared.aws import client
-from shared.config import get_settings
-from shared.db.models import WsConnection
+from shared.config import Settings
 from shared.errors import DependencyThrottled
+from shared.jobs import Job
 from shared.observability import logger
+from shared.runtime.effects import Effect
+from shared.services.connections import repository
+from shared.services.connections.gateway import connections_api, is_gone, is_throttled
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Dependencies
 
 MAX_FRAME_BYTES = 128 * 1024
-_GONE = {"GoneException"}
-_THROTTLED = {"LimitExceededException", "TooManyRequestsException", "ThrottlingException"}
 THROTTLE_ATTEMPTS = 3
 THROTTLE_BASE_SECONDS = 0.05
 _SCALAR_LIMIT = 256
@@ -43,22 +46,21 @@ class BroadcastResult:
 
 
 def broadcast(
-    session: Session, user_ids: Collection[uuid.UUID], frames: Sequence[dict[str, Any]]
+    session: Session,
+    api: Any,
+    user_ids: Collection[uuid.UUID],
+    frames: Sequence[dict[str, Any]],
+    settings: Settings,
 ) -> BroadcastResult:
-    """Post ``frames`` to every connection of ``user_ids``; delete connections that answered 410 Gone."""
+    """Post ``frames`` through the management ``api`` to every connection of ``user_ids``; delete the
+    connections that answered 410 Gone."""
     result = BroadcastResult()
     if not user_ids or not frames:
         return result
-    connections = session.execute(
-        select(WsConnection.connection_id, WsConnection.user_id).where(
-            WsConnection.user_id.in_(set(user_ids))
-        )
-    ).all()
+    connections = repository.live_connections(session, user_ids)
     if not connections:
         return result
     payloads = [encode_frame(frame) for frame in frames]
-    settings = get_settings()
-    api = client("apigatewaymanagementapi", settings.require_websocket_endpoint())
     errors: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=min(settings.broadcast_concurrency, len(connections))) as pool:
         outcomes = pool.map(lambda c: _post_frames(api, c.connection_id, payloads), connections)
@@ -71,9 +73,7 @@ def broadcast(
                 result.reached_user_ids.add(connection.user_id)
                 result.posted += len(payloads)
     if result.gone_connection_ids:
-        session.execute(
-            delete(WsConnection).where(WsConnection.connection_id.in_(result.gone_connection_ids))
-        )
+        repository.remove_connections(session, result.gone_connection_ids)
         logger.info("removed gone connections", extra={"count": len(result.gone_connection_ids)})
     if errors:
         raise DependencyThrottled(f"{len(errors)} connection(s) could not be posted to") from errors[0]
@@ -86,10 +86,7 @@ def _post_frames(api: Any, connection_id: str, payloads: list[bytes]) -> BaseExc
         for payload in payloads:
             _post_with_retry(api, connection_id, payload)
     except ClientError as exc:
-        if (
-            exc.response.get("Error", {}).get("Code") in _GONE
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 410
-        ):
+        if is_gone(exc):
             return _GONE_MARK
         failure: BaseException = exc
         return failure
@@ -106,13 +103,21 @@ def _post_with_retry(api: Any, connection_id: str, payload: bytes) -> None:
             api.post_to_connection(ConnectionId=connection_id, Data=payload)
             return
         except ClientError as exc:
-            throttled = (
-                exc.response.get("Error", {}).get("Code") in _THROTTLED
-                or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 429
-            )
-            if not throttled or attempt == THROTTLE_ATTEMPTS - 1:
+            if not is_throttled(exc) or attempt == THROTTLE_ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0, THROTTLE_BASE_SECONDS * 2**attempt))
+
+
+class Broadcast(Effect):
+    """Post ``frames`` to every live connection of ``user_ids`` (after the job's commit)."""
+
+    kind: Literal["broadcast"] = "broadcast"
+    user_ids: list[uuid.UUID] = Field(min_length=1)
+    frames: list[dict[str, Any]] = Field(min_length=1)
+
+    def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
+        broadcast(session, connections_api(deps), self.user_ids, self.frames, deps.settings)
+        return []
 
 
 def encode_frame(frame: dict[str, Any]) -> bytes:

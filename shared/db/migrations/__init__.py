@@ -1,4 +1,5 @@
-"""Alembic migrations, run programmatically (``switchboard db upgrade``, test fixtures, the local stack)."""
+"""Alembic migrations, run programmatically (``switchboard db upgrade``, test fixtures, the local stack,
+MigrationFunction). This package is also the Alembic script directory (env.py, versions/)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

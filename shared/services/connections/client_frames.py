@@ -1,4 +1,4 @@
-"""Client -> server WebSocket frames (DESIGN §7): what a connected client may send, and the answer it gets.
+"""Client -> server WebSocket frames (docs/contracts.md §6): what a connected client may send, and its answer.
 
 - ``{"action": "ack", "status": "delivered"|"read", "message_ids": [...]}`` (or ``"read_up_to": id``
   instead of ``message_ids``) becomes a ``delivery-confirmation`` job for the connection's user, validated
@@ -18,20 +18,21 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from shared.aws import client
-from shared.config import get_settings
-from shared.db.uow import UnitOfWork
 from shared.errors import DependencyThrottled, UnknownConnection
-from shared.jobs import DeliveryConfirmationData, JobType, describe_validation_error, new_job
+from shared.jobs import DELIVERY_CONFIRMATION, DeliveryConfirmationData, describe_validation_error
 from shared.observability import logger
-from shared.services.broadcast import encode_frame
-from shared.services.connections import is_gone, remove_connection, touch_connection
+from shared.services.connections.broadcast import encode_frame
+from shared.services.connections.gateway import connections_api, is_gone
+from shared.services.connections.repository import remove_connection, touch_connection
 from shared.services.queues import send_jobs
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Dependencies
 
 ACK_FIELDS = frozenset({"action", "status", "message_ids", "read_up_to"})
 
@@ -47,14 +48,14 @@ class FrameOutcome:
 
 
 def handle_client_frame(
-    connection_id: str, body: bytes | None, *, correlation_id: str | None = None
+    deps: Dependencies, connection_id: str, body: bytes | None, *, correlation_id: str | None = None
 ) -> FrameOutcome:
     """Act on one frame from ``connection_id`` (``body`` as received; None when it could not be decoded).
 
     Raises only for infrastructure failures (database unavailable, the management API failing other than
     410 Gone); every client mistake is answered with an error frame."""
     now = datetime.now(UTC)
-    with UnitOfWork() as uow:
+    with deps.unit_of_work() as uow:
         try:
             user_id = touch_connection(uow.session, connection_id, now=now)
         except UnknownConnection:
@@ -62,20 +63,20 @@ def handle_client_frame(
         uow.commit()
     if user_id is None:
         message = "this connection is not registered: reconnect"
-        return _refuse(connection_id, None, "unknown-connection", message)
-    limit = get_settings().websocket_max_frame_bytes
+        return _refuse(deps, connection_id, None, "unknown-connection", message)
+    limit = deps.settings.websocket_max_frame_bytes
     if body is not None and len(body) > limit:
-        return _refuse(connection_id, None, "frame-too-large", f"frames are limited to {limit} bytes")
+        return _refuse(deps, connection_id, None, "frame-too-large", f"frames are limited to {limit} bytes")
     frame = _parse(body)
     if frame is None:
-        return _refuse(connection_id, None, "invalid-json", "a frame must be a JSON object")
+        return _refuse(deps, connection_id, None, "invalid-json", "a frame must be a JSON object")
     action = frame.get("action")
     if action == "ping":
-        reply(connection_id, {"type": "pong"})
+        reply(deps, connection_id, {"type": "pong"})
         return FrameOutcome("ping")
     if action == "ack":
-        return _acknowledge(connection_id, user_id, frame, now, correlation_id)
-    return _refuse(connection_id, None, "unknown-action", "action must be one of: ack, ping")
+        return _acknowledge(deps, connection_id, user_id, frame, now, correlation_id)
+    return _refuse(deps, connection_id, None, "unknown-action", "action must be one of: ack, ping")
 
 
 def _parse(body: bytes | None) -> dict[str, Any] | None:
@@ -89,41 +90,50 @@ def _parse(body: bytes | None) -> dict[str, Any] | None:
 
 
 def _acknowledge(
-    connection_id: str, user_id: uuid.UUID, frame: dict[str, Any], now: datetime, correlation_id: str | None
+    deps: Dependencies,
+    connection_id: str,
+    user_id: uuid.UUID,
+    frame: dict[str, Any],
+    now: datetime,
+    correlation_id: str | None,
 ) -> FrameOutcome:
     unexpected = sorted(str(key) for key in set(frame) - ACK_FIELDS)
     if unexpected:
         message = f"unexpected field(s): {', '.join(unexpected)[:200]}"
-        return _refuse(connection_id, "ack", "invalid-ack", message)
+        return _refuse(deps, connection_id, "ack", "invalid-ack", message)
     fields = {key: value for key, value in frame.items() if key != "action"}
     fields |= {"recipient_id": user_id, "confirmed_at": now}  # set by the server, never by the client
     try:
         data = DeliveryConfirmationData.model_validate(fields)
     except ValidationError as exc:
-        return _refuse(connection_id, "ack", "invalid-ack", describe_validation_error(exc))
-    job = new_job(JobType.DELIVERY_CONFIRMATION, data, correlation_id=correlation_id)
+        return _refuse(deps, connection_id, "ack", "invalid-ack", describe_validation_error(exc))
+    job = DELIVERY_CONFIRMATION.new(data, correlation_id=correlation_id)
     try:
-        send_jobs([job])
+        sqs, queue_url = deps.aws.sqs(), deps.settings.queue_url(DELIVERY_CONFIRMATION)
+        send_jobs(sqs, queue_url, DELIVERY_CONFIRMATION, [job])
     except DependencyThrottled:
         logger.exception("ack could not be queued", extra={"job_id": str(job.job_id)})
-        return _refuse(connection_id, "ack", "unavailable", "the ack could not be queued: send it again")
+        return _refuse(
+            deps, connection_id, "ack", "unavailable", "the ack could not be queued: send it again"
+        )
     return FrameOutcome("ack", job_id=job.job_id)
 
 
-def _refuse(connection_id: str, action: str | None, code: str, message: str) -> FrameOutcome:
-    reply(connection_id, {"type": "error", "code": code, "message": message})
+def _refuse(
+    deps: Dependencies, connection_id: str, action: str | None, code: str, message: str
+) -> FrameOutcome:
+    reply(deps, connection_id, {"type": "error", "code": code, "message": message})
     return FrameOutcome(action, error=code)
 
 
-def reply(connection_id: str, frame: dict[str, Any]) -> bool:
+def reply(deps: Dependencies, connection_id: str, frame: dict[str, Any]) -> bool:
     """Post ``frame`` to ``connection_id``; False (and the connection forgotten) if it answered 410 Gone."""
-    api = client("apigatewaymanagementapi", get_settings().require_websocket_endpoint())
     try:
-        api.post_to_connection(ConnectionId=connection_id, Data=encode_frame(frame))
+        connections_api(deps).post_to_connection(ConnectionId=connection_id, Data=encode_frame(frame))
     except ClientError as exc:
         if not is_gone(exc):
             raise
-        with UnitOfWork() as uow:
+        with deps.unit_of_work() as uow:
             remove_connection(uow.session, connection_id)
             uow.commit()
         logger.info("reply to a gone connection: removed it", extra={"frame_type": frame.get("type")})

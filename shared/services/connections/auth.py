@@ -1,4 +1,4 @@
-"""WebSocket client tokens (DESIGN §7): who is connecting, from the JWT in ``?token=``.
+"""WebSocket client tokens (docs/contracts.md §6): who is connecting, from the JWT in ``?token=``.
 
 A token is accepted only if its signature verifies, it is not expired (a small leeway allows for clock
 skew), its issuer and audience are the configured ones, and its ``sub`` is a user id (a UUID). The

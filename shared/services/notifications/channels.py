@@ -23,8 +23,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.aws import client
-from shared.config import get_settings
+from shared.aws import AwsClients
+from shared.config import Settings
 from shared.errors import DeliveryRejected, DependencyThrottled
 
 PUSH_PAYLOAD_BYTES = 4096  # APNs and FCM both refuse larger notification payloads
@@ -149,11 +149,6 @@ def _fit(body: str, build: Callable[[str, bool], dict[str, Any]]) -> str:
         body = _shorten(body, keep) if keep > 1 else ""
 
 
-def send_push(endpoint_arn: str, platform: str, content: NotificationContent, badge: int | None) -> str:
-    request = push_request(endpoint_arn, platform, content, badge)
-    return _call("sns", "push", PUSH_REJECTIONS, lambda: client("sns").publish(**request))
-
-
 # --- email (SES v2) ---------------------------------------------------------------------------------------
 
 
@@ -204,18 +199,6 @@ def email_request(
     return request
 
 
-def send_email(address: str, content: NotificationContent) -> str:
-    settings = get_settings()
-    request = email_request(
-        address,
-        content,
-        sender=settings.require_notification_email_from(),
-        configuration_set=settings.ses_configuration_set or None,
-        unsubscribe_url=settings.notification_unsubscribe_url or None,
-    )
-    return _call("sesv2", "email", EMAIL_REJECTIONS, lambda: client("sesv2").send_email(**request))
-
-
 # --- SMS (SNS) --------------------------------------------------------------------------------------------
 
 
@@ -233,9 +216,36 @@ def sms_request(
     }
 
 
-def send_sms(phone_number: str, content: NotificationContent) -> str:
-    request = sms_request(phone_number, content, sender_id=get_settings().sms_sender_id or None)
-    return _call("sns", "sms", SMS_REJECTIONS, lambda: client("sns").publish(**request))
+# --- sending -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The providers' clients and settings a delivery uses. Each send returns the provider's message id, or
+    raises :class:`DeliveryRejected` (this target, for good) or :class:`DependencyThrottled` (retry)."""
+
+    aws: AwsClients
+    settings: Settings
+
+    def send_push(
+        self, endpoint_arn: str, platform: str, content: NotificationContent, badge: int | None
+    ) -> str:
+        request = push_request(endpoint_arn, platform, content, badge)
+        return _call("sns", "push", PUSH_REJECTIONS, lambda: self.aws.sns().publish(**request))
+
+    def send_email(self, address: str, content: NotificationContent) -> str:
+        request = email_request(
+            address,
+            content,
+            sender=self.settings.require_notification_email_from(),
+            configuration_set=self.settings.ses_configuration_set or None,
+            unsubscribe_url=self.settings.notification_unsubscribe_url or None,
+        )
+        return _call("sesv2", "email", EMAIL_REJECTIONS, lambda: self.aws.sesv2().send_email(**request))
+
+    def send_sms(self, phone_number: str, content: NotificationContent) -> str:
+        request = sms_request(phone_number, content, sender_id=self.settings.sms_sender_id or None)
+        return _call("sns", "sms", SMS_REJECTIONS, lambda: self.aws.sns().publish(**request))
 
 
 # --- shared -----------------------------------------------------------------------------------------------

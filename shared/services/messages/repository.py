@@ -1,0 +1,137 @@
+"""Every query of the messages domain: a constant number of statements per job, whatever the number of
+recipients (set-based SQL: ``unnest`` of one array parameter, never a statement per recipient)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, exists, func, literal, select, update
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import (
+    UUID_ARRAY,
+    Attachment,
+    Conversation,
+    ConversationParticipant,
+    Message,
+    MessageBatch,
+    MessageDelivery,
+    User,
+)
+from shared.jobs import SendMessageData
+
+
+def load_conversation(
+    session: Session, conversation_id: uuid.UUID, sender_id: uuid.UUID, reply_to_id: uuid.UUID | None
+) -> Any:
+    """One row: ``encryption_enabled``, ``deleted_at``, ``participants`` (active ones), ``reply_to_found``,
+    ``sender_name``; None if the conversation does not exist."""
+    active = and_(ConversationParticipant.left_at.is_(None), User.deleted_at.is_(None))
+    reply_found = (
+        exists().where(Message.id == reply_to_id, Message.conversation_id == conversation_id)
+        if reply_to_id is not None
+        else literal(True)
+    )
+    sender_name = select(User.display_name).where(User.id == sender_id).correlate(None).scalar_subquery()
+    return session.execute(
+        select(
+            Conversation.encryption_enabled,
+            Conversation.deleted_at,
+            func.array_agg(ConversationParticipant.user_id).filter(active).label("participants"),
+            reply_found.label("reply_to_found"),
+            sender_name.label("sender_name"),
+        )
+        .select_from(Conversation)
+        .outerjoin(ConversationParticipant, ConversationParticipant.conversation_id == Conversation.id)
+        .outerjoin(User, User.id == ConversationParticipant.user_id)
+        .where(Conversation.id == conversation_id)
+        .group_by(Conversation.id)
+    ).one_or_none()
+
+
+def insert_message(session: Session, data: SendMessageData) -> Any:
+    """Insert with the next seq, or turn a pre-inserted ``sending`` row into ``sent``; returns (id, seq,
+    content, content_type, created_at), or None if the message already exists in any other state."""
+    next_seq = (
+        select(func.coalesce(func.max(Message.seq), 0) + 1)
+        .where(Message.conversation_id == data.conversation_id)
+        .scalar_subquery()
+    )
+    stmt = insert(Message).values(
+        id=data.message_id,
+        conversation_id=data.conversation_id,
+        sender_id=data.sender_id,
+        seq=next_seq,
+        content=data.content,
+        content_type=data.content_type,
+        reply_to_id=data.reply_to_id,
+        status="sent",
+        sent_at=func.now(),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Message.id],
+        set_={"status": "sent", "sent_at": func.now()},
+        where=and_(
+            Message.status == "sending",
+            Message.conversation_id == stmt.excluded.conversation_id,
+            Message.sender_id == stmt.excluded.sender_id,
+        ),
+    )
+    return session.execute(
+        stmt.returning(Message.id, Message.seq, Message.content, Message.content_type, Message.created_at)
+    ).one_or_none()
+
+
+def message_owner(session: Session, message_id: uuid.UUID) -> Any:
+    """(conversation_id, sender_id) of an existing message."""
+    return session.execute(
+        select(Message.conversation_id, Message.sender_id).where(Message.id == message_id)
+    ).one()
+
+
+def insert_pending_deliveries(session: Session, message_id: uuid.UUID, recipients: list[uuid.UUID]) -> None:
+    session.execute(
+        insert(MessageDelivery)
+        .from_select(
+            ["message_id", "recipient_id", "status"],
+            select(
+                literal(message_id, UUID(as_uuid=True)),
+                func.unnest(bindparam("recipients", recipients, type_=UUID_ARRAY)),
+                literal("pending"),
+            ),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+def link_attachments(session: Session, message_id: uuid.UUID, attachment_ids: list[uuid.UUID]) -> int:
+    """Link unused, undeleted attachments to the message; returns how many were linked."""
+    linked = session.execute(
+        update(Attachment)
+        .where(
+            Attachment.id.in_(attachment_ids),
+            Attachment.deleted_at.is_(None),
+            (Attachment.message_id.is_(None)) | (Attachment.message_id == message_id),
+        )
+        .values(message_id=message_id)
+        .returning(Attachment.id)
+    ).all()
+    return len(linked)
+
+
+def advance_batch(session: Session, batch_id: uuid.UUID, *, sent: int = 0, failed: int = 0) -> None:
+    """Count sent/failed messages of a batch; the batch completes when every recipient is accounted for."""
+    done = MessageBatch.sent + sent + MessageBatch.failed + failed >= MessageBatch.total
+    session.execute(
+        update(MessageBatch)
+        .where(MessageBatch.id == batch_id)
+        .values(
+            sent=MessageBatch.sent + sent,
+            failed=MessageBatch.failed + failed,
+            updated_at=func.now(),
+            status=case((done, "completed"), else_=MessageBatch.status),
+            completed_at=func.coalesce(MessageBatch.completed_at, case((done, func.now()), else_=None)),
+        )
+    )

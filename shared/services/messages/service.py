@@ -1,0 +1,170 @@
+"""send-message (docs/contracts.md §5): persist a message with the next per-conversation ``seq``, one pending
+delivery per recipient, in a constant number of statements whatever the number of recipients; then, after
+commit, index it, broadcast ``message.new`` and notify the recipients no connection reached."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
+
+from shared.errors import ConflictingJob, EncryptionNotAvailable, NotAParticipant, UnknownEntity
+from shared.jobs import INDEXING, NOTIFICATION, IndexingData, Job, NotificationData, SendMessageData
+from shared.runtime.effects import Effect
+from shared.services.connections.broadcast import broadcast
+from shared.services.connections.gateway import connections_api
+from shared.services.messages import repository
+from shared.services.queues import EnqueueJobs
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Dependencies
+
+NOTIFICATION_PREVIEW_CHARS = 140
+
+
+def send_message(job: Job[SendMessageData], session: Session) -> list[Effect]:
+    """Persist the message of ``job`` and return its post-commit effects.
+
+    The same ``message_id`` sent again (under another job id) is one message: nothing is written and nothing
+    is broadcast twice. A message pre-inserted by the chat API in status ``sending`` becomes ``sent`` here,
+    atomically with its deliveries."""
+    data = job.data
+    context = repository.load_conversation(session, data.conversation_id, data.sender_id, data.reply_to_id)
+    if context is None or context.deleted_at is not None:
+        raise UnknownEntity("conversation not found or deleted")
+    participants: list[uuid.UUID] = context.participants or []
+    if data.sender_id not in participants:
+        raise NotAParticipant("the sender is not an active participant of the conversation")
+    if context.encryption_enabled:
+        raise EncryptionNotAvailable(
+            "conversation requires encryption at rest, not available in this release"
+        )
+    if data.reply_to_id is not None and not context.reply_to_found:
+        raise UnknownEntity("reply_to_id is not a message of this conversation")
+    recipients = _recipients(participants, data.sender_id, data.recipient_ids)
+
+    stored = repository.insert_message(session, data)
+    if stored is None:
+        existing = repository.message_owner(session, data.message_id)
+        if (existing.conversation_id, existing.sender_id) != (data.conversation_id, data.sender_id):
+            raise ConflictingJob("message_id already belongs to another conversation or sender")
+        return []
+    repository.insert_pending_deliveries(session, data.message_id, recipients)
+    if data.attachment_ids:
+        wanted = len(set(data.attachment_ids))
+        linked = repository.link_attachments(session, data.message_id, data.attachment_ids)
+        if linked != wanted:
+            raise UnknownEntity(f"{wanted - linked} attachment(s) unknown or already used")
+    if data.batch_id is not None:
+        repository.advance_batch(session, data.batch_id, sent=1)
+    return _effects(job, stored, participants, recipients, context.sender_name)
+
+
+def record_dead_letter(job: Job[SendMessageData], session: Session) -> None:
+    """A send-message job that can never succeed still counts towards its batch (as failed)."""
+    if job.data.batch_id is not None:
+        repository.advance_batch(session, job.data.batch_id, failed=1)
+
+
+def _recipients(
+    participants: list[uuid.UUID], sender_id: uuid.UUID, requested: list[uuid.UUID] | None
+) -> list[uuid.UUID]:
+    if requested is None:
+        return [user_id for user_id in participants if user_id != sender_id]
+    wanted = dict.fromkeys(user_id for user_id in requested if user_id != sender_id)
+    outsiders = set(wanted) - set(participants)
+    if outsiders:
+        raise NotAParticipant(
+            f"{len(outsiders)} recipient(s) are not active participants of the conversation"
+        )
+    return list(wanted)
+
+
+class OfflineNotification(BaseModel):
+    """A notification for each of ``recipient_ids`` that no connection reached (``user_id`` is filled in)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    recipient_ids: list[uuid.UUID]
+    notification: dict[str, Any]
+
+
+class BroadcastNewMessage(Effect):
+    """Post the ``message.new`` frame to every live connection of the participants, then notify the recipients
+    no connection reached (a 410 Gone counts as not reached): the rule of who gets a notification is this
+    domain's, not the broadcast service's."""
+
+    kind: Literal["message.new"] = "message.new"
+    user_ids: list[uuid.UUID]
+    frames: list[dict[str, Any]]
+    notify_offline: OfflineNotification | None = None
+
+    def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
+        result = broadcast(session, connections_api(deps), self.user_ids, self.frames, deps.settings)
+        offline = self.notify_offline
+        if offline is None:
+            return []
+        unreached = [user_id for user_id in offline.recipient_ids if user_id not in result.reached_user_ids]
+        if not unreached:
+            return []
+        jobs = [
+            NOTIFICATION.new(
+                NotificationData.model_validate({**offline.notification, "user_id": user_id}),
+                job_id=job.child_job_id("notification", user_id),
+                correlation_id=job.follow_up_correlation_id,
+            )
+            for user_id in unreached
+        ]
+        return [EnqueueJobs.of(NOTIFICATION, jobs)]
+
+
+def _effects(
+    job: Job[SendMessageData],
+    stored: Any,
+    participants: list[uuid.UUID],
+    recipients: list[uuid.UUID],
+    sender_name: str | None,
+) -> list[Effect]:
+    data = job.data
+    indexing = INDEXING.new(
+        IndexingData(message_id=data.message_id, operation="index"),
+        job_id=job.child_job_id("indexing"),
+        correlation_id=job.follow_up_correlation_id,
+    )
+    frame = {
+        "type": "message.new",
+        "message": {
+            "id": str(stored.id),
+            "conversation_id": str(data.conversation_id),
+            "sender_id": str(data.sender_id),
+            "seq": stored.seq,
+            "content": stored.content,
+            "content_type": stored.content_type,
+            "created_at": stored.created_at.isoformat(),
+            "reply_to_id": str(data.reply_to_id) if data.reply_to_id else None,
+            "attachment_ids": [str(a) for a in data.attachment_ids or []],
+        },
+    }
+    preview = stored.content or ""
+    notification = {
+        "category": "message",
+        "title": (sender_name or "New message")[:200],
+        "body": (preview[:NOTIFICATION_PREVIEW_CHARS] + "…")
+        if len(preview) > NOTIFICATION_PREVIEW_CHARS
+        else (preview or "New message"),
+        "conversation_id": str(data.conversation_id),
+        "message_id": str(data.message_id),
+        "data": {"conversation_id": str(data.conversation_id), "message_id": str(data.message_id)},
+    }
+    return [
+        EnqueueJobs.of(INDEXING, [indexing]),
+        BroadcastNewMessage(
+            user_ids=participants,
+            frames=[frame],
+            notify_offline=OfflineNotification(recipient_ids=recipients, notification=notification)
+            if recipients
+            else None,
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""The receipts domain: delivery-confirmation (service.py) and its queries (repository.py)."""
