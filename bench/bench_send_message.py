@@ -82,13 +82,13 @@ def throughput(jobs_per_size: int) -> None:
 def _throughput(database_url: str, jobs_per_size: int) -> None:
     import boto3
     from moto import mock_aws
-    from sqlalchemy import event, insert
+    from sqlalchemy import event
 
     from infra.lambda_shapes import LocalLambdaContext
+    from infra.seed import add_conversation, add_users
     from infra.template import load_template, provision
     from shared.db.engine import get_engine
     from shared.db.migrations import upgrade
-    from shared.db.models import Conversation, ConversationParticipant, User
 
     os.environ["DATABASE_URL"] = database_url
     engine = get_engine()
@@ -144,17 +144,9 @@ def _throughput(database_url: str, jobs_per_size: int) -> None:
             f"{'raw SQL j/s':>11} {'ratio':>6}"
         )
         for size in SIZES:
-            members = [uuid.uuid4() for _ in range(size)]
-            conversation = uuid.uuid4()
             with engine.begin() as conn:
-                conn.execute(
-                    insert(User), [{"id": m, "display_name": f"m{i}"} for i, m in enumerate(members)]
-                )
-                conn.execute(insert(Conversation).values(id=conversation, kind="group"))
-                conn.execute(
-                    insert(ConversationParticipant),
-                    [{"conversation_id": conversation, "user_id": m} for m in members],
-                )
+                members = add_users(conn, [f"m{i}" for i in range(size)])
+                conversation = add_conversation(conn, members, kind="group")
             n = jobs_per_size if size < 1000 else max(10, jobs_per_size // 4)
             events = [_event(conversation, members[0], i) for i in range(n)]
             lambda_handler(_event(conversation, members[0], -1), LocalLambdaContext())  # warm

@@ -49,13 +49,14 @@ def run_demo(out: Callable[[str], None] = print) -> None:
 def _play(out: Callable[[str], None]) -> None:
     import boto3
     from moto import mock_aws
-    from sqlalchemy import insert, select
+    from sqlalchemy import select
 
     from infra.local_lambda import SqsFunctionRunner
+    from infra.seed import add_connections, add_conversation, add_users
     from infra.template import load_template, provision
     from shared.db.engine import get_engine
     from shared.db.migrations import upgrade
-    from shared.db.models import Conversation, ConversationParticipant, Message, User, WsConnection
+    from shared.db.models import Message
     from shared.jobs import SCHEMA_VERSION
 
     engine = get_engine()
@@ -75,24 +76,11 @@ def _play(out: Callable[[str], None]) -> None:
             return SqsFunctionRunner(spec, queue, sqs, environment)
 
         send_fn, confirm_fn = runner("SendMessageFunction"), runner("DeliveryConfirmationFunction")
-        alice, bob, conversation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         connections = {"alice": "alice-phone", "bob": "bob-laptop"}
         with engine.begin() as conn:
-            conn.execute(
-                insert(User), [{"id": alice, "display_name": "Alice"}, {"id": bob, "display_name": "Bob"}]
-            )
-            conn.execute(insert(Conversation).values(id=conversation, kind="direct"))
-            conn.execute(
-                insert(ConversationParticipant),
-                [{"conversation_id": conversation, "user_id": u} for u in (alice, bob)],
-            )
-            conn.execute(
-                insert(WsConnection),
-                [
-                    {"connection_id": connections["alice"], "user_id": alice},
-                    {"connection_id": connections["bob"], "user_id": bob},
-                ],
-            )
+            alice, bob = add_users(conn, ["Alice", "Bob"])
+            conversation = add_conversation(conn, [alice, bob])
+            add_connections(conn, {connections["alice"]: alice, connections["bob"]: bob})
 
         def job(job_type: str, data: dict[str, Any]) -> dict[str, Any]:
             return {

@@ -36,23 +36,14 @@ def load_info(data_dir: Path = Path(".switchboard")) -> dict[str, Any]:
 
 def seed_conversation(info: dict[str, Any], names: list[str]) -> tuple[uuid.UUID, list[uuid.UUID]]:
     """Users and a conversation between them, written to the stack's database (as the chat API would)."""
-    from sqlalchemy import insert
-
+    from infra.seed import add_conversation, add_users
     from shared.config import Settings
     from shared.db.engine import build_engine
-    from shared.db.models import Conversation, ConversationParticipant, User
 
     engine = build_engine(Settings(database_url=info["database_url"]))
-    users = [uuid.uuid4() for _ in names]
-    conversation = uuid.uuid4()
     with engine.begin() as conn:
-        conn.execute(insert(User), [{"id": u, "display_name": n} for u, n in zip(users, names, strict=True)])
-        conn.execute(
-            insert(Conversation).values(id=conversation, kind="direct" if len(users) == 2 else "group")
-        )
-        conn.execute(
-            insert(ConversationParticipant), [{"conversation_id": conversation, "user_id": u} for u in users]
-        )
+        users = add_users(conn, names)
+        conversation = add_conversation(conn, users)
     engine.dispose()
     return conversation, users
 
@@ -71,23 +62,15 @@ def stack_client(info: dict[str, Any], service: str) -> Any:
 
 
 def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
+    """Validate ``data`` as a ``job_type`` job and send it to the stack's queue as a producer would (FIFO
+    group and de-duplication ids from the job type's declaration); returns the job id."""
+    from shared.jobs import JOB_KINDS
+    from shared.services.queues import send_jobs
 
-    job_id = str(uuid.uuid4())
-    body = {
-        "job_id": job_id,
-        "job_type": job_type,
-        "schema_version": 1,
-        "created_at": datetime.now(UTC).isoformat(),
-        "correlation_id": "dev-demo",
-        "data": data,
-    }
-    sqs = stack_client(info, "sqs")
-    params: dict[str, Any] = {"QueueUrl": info["queues"][job_type]["url"], "MessageBody": json.dumps(body)}
-    if params["QueueUrl"].endswith(".fifo"):
-        params["MessageGroupId"] = data.get("conversation_id", job_id)
-        params["MessageDeduplicationId"] = job_id
-    sqs.send_message(**params)
-    return job_id
+    kind = JOB_KINDS[job_type]
+    job = kind.new(kind.data.model_validate(data), correlation_id="dev-demo")
+    send_jobs(stack_client(info, "sqs"), info["queues"][job_type]["url"], kind, [job])
+    return str(job.job_id)
 
 
 def send_text(

@@ -386,9 +386,6 @@ class Template:
     def main_queues(self) -> dict[str, QueueSpec]:
         return {k: q for k, q in self.queues.items() if k not in self.dead_letter_queue_ids}
 
-    @staticmethod
-    def queue_logical_id(job_type: str) -> str:
-        return "".join(part.capitalize() for part in job_type.split("-")) + "Queue"
 
     # --- the WebSocket API ------------------------------------------------------------------------------
 
@@ -620,7 +617,11 @@ class Stack:
 
     def job_queue(self, job_type: str) -> tuple[str, str]:
         """(queue URL, dead-letter queue URL) for a job type, e.g. "send-message"."""
-        logical_id = self.template.queue_logical_id(job_type)
+        from shared.jobs import JOB_KINDS
+
+        if job_type not in JOB_KINDS:
+            raise KeyError(f"unknown job type {job_type!r}")
+        logical_id = JOB_KINDS[job_type].queue_logical_id
         spec = self.template.queues.get(logical_id)
         if spec is None or spec.dead_letter_logical_id is None:
             raise KeyError(f"no queue with a dead-letter queue for job type {job_type!r} ({logical_id})")

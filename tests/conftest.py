@@ -100,11 +100,13 @@ def world(db: Engine) -> World:
 class FunctionHarness(SqsFunctionRunner):
     """A function of template.yaml run like Lambda's SQS event source, plus a way to send it jobs."""
 
+    fifo = False
+
     def send(self, *bodies: str | dict[str, Any], group_id: str | None = None) -> None:
         for body in bodies:
             text_body = body if isinstance(body, str) else json.dumps(body)
             params: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": text_body}
-            if self.queue_url.endswith(".fifo"):
+            if self.fifo:
                 try:
                     parsed = json.loads(text_body)
                 except json.JSONDecodeError:
@@ -134,7 +136,9 @@ def function(
         config_module.get_settings.cache_clear()
         spec = template.functions[logical_id]
         queue_url = aws.queue_urls[spec.sqs_events[0].queue_logical_id]
-        return FunctionHarness(spec, queue_url, boto3.client("sqs", region_name="us-east-1"))
+        harness = FunctionHarness(spec, queue_url, boto3.client("sqs", region_name="us-east-1"))
+        harness.fifo = template.queues[spec.sqs_events[0].queue_logical_id].fifo
+        return harness
 
     yield make
     config_module.get_settings.cache_clear()

@@ -6,14 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
+from infra.seed import add_connections, add_conversation, add_users
 from shared.db.models import (
-    Conversation,
     ConversationParticipant,
     Message,
     MessageDelivery,
-    User,
     WsConnection,
 )
 from shared.jobs import SCHEMA_VERSION
@@ -38,13 +37,8 @@ class World:
         self.engine = engine
 
     def user(self, name: str = "user", *, deleted: bool = False, **fields: Any) -> uuid.UUID:
-        user_id = uuid.uuid4()
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(User).values(
-                    id=user_id, display_name=name, deleted_at=datetime.now(UTC) if deleted else None, **fields
-                )
-            )
+            [user_id] = add_users(conn, [name], deleted_at=datetime.now(UTC) if deleted else None, **fields)
         return user_id
 
     def conversation(
@@ -55,30 +49,14 @@ class World:
         encrypted: bool = False,
         title: str | None = None,
     ) -> uuid.UUID:
-        conversation_id = uuid.uuid4()
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(Conversation).values(
-                    id=conversation_id,
-                    kind=kind or ("direct" if len(members) == 2 else "group"),
-                    title=title,
-                    encryption_enabled=encrypted,
-                )
-            )
-            conn.execute(
-                insert(ConversationParticipant),
-                [{"conversation_id": conversation_id, "user_id": member} for member in members],
-            )
-        return conversation_id
+            return add_conversation(conn, members, kind=kind, encrypted=encrypted, title=title)
 
     def group(self, size: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
         """A conversation of ``size`` users (inserted in bulk); returns (conversation_id, [sender, ...])."""
-        users = [uuid.uuid4() for _ in range(size)]
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(User), [{"id": u, "display_name": f"member {i}"} for i, u in enumerate(users)]
-            )
-        return self.conversation(users), users
+            users = add_users(conn, [f"member {i}" for i in range(size)])
+            return add_conversation(conn, users), users
 
     def leave(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         from sqlalchemy import update
@@ -96,7 +74,7 @@ class World:
     def connect(self, user_id: uuid.UUID, connection_id: str | None = None) -> str:
         connection_id = connection_id or f"conn-{uuid.uuid4().hex[:12]}"
         with self.engine.begin() as conn:
-            conn.execute(insert(WsConnection).values(connection_id=connection_id, user_id=user_id))
+            add_connections(conn, {connection_id: user_id})
         return connection_id
 
     def send_message_data(

@@ -185,17 +185,19 @@ def test_every_declared_job_type_has_its_queue_dlq_function_and_alarms_and_nothi
 
 
 def test_every_job_type_has_its_queue_and_no_queue_lacks_a_job_type(template: Template) -> None:
-    expected = {template.queue_logical_id(job_type) for job_type in JOB_TYPES}
+    expected = {JOB_KINDS[job_type].queue_logical_id for job_type in JOB_TYPES}
     assert set(template.main_queues) == expected
     for job_type in JOB_TYPES:
-        spec = template.queues[template.queue_logical_id(job_type)]
+        spec = template.queues[JOB_KINDS[job_type].queue_logical_id]
         suffix = ".fifo" if job_type in FIFO_JOB_TYPES else ""
         assert spec.name == f"switchboard-local-{job_type}{suffix}"
 
 
-def test_queue_logical_ids_derive_from_job_types(template: Template) -> None:
-    assert template.queue_logical_id("send-message") == "SendMessageQueue"
-    assert template.queue_logical_id("delivery-confirmation") == "DeliveryConfirmationQueue"
+def test_logical_ids_and_variables_derive_from_job_types() -> None:
+    assert JOB_KINDS["send-message"].queue_logical_id == "SendMessageQueue"
+    assert JOB_KINDS["delivery-confirmation"].queue_logical_id == "DeliveryConfirmationQueue"
+    assert JOB_KINDS["delivery-confirmation"].function_logical_id == "DeliveryConfirmationFunction"
+    assert JOB_KINDS["delivery-confirmation"].queue_url_variable == "DELIVERY_CONFIRMATION_QUEUE_URL"
 
 
 def test_send_message_queue_is_fifo_with_per_conversation_throughput(template: Template) -> None:

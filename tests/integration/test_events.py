@@ -41,17 +41,11 @@ def test_every_event_file_is_covered():
 def test_every_event_runs_through_its_handler(function, template, db):
     from sqlalchemy import insert
 
-    from shared.db.models import Conversation, ConversationParticipant, User
+    from infra.seed import add_conversation, add_users
 
     with db.begin() as conn:
-        conn.execute(
-            insert(User), [{"id": ALICE, "display_name": "Alice"}, {"id": BOB, "display_name": "Bob"}]
-        )
-        conn.execute(insert(Conversation).values(id=CONVERSATION, kind="direct"))
-        conn.execute(
-            insert(ConversationParticipant),
-            [{"conversation_id": CONVERSATION, "user_id": u} for u in (ALICE, BOB)],
-        )
+        add_users(conn, ["Alice", "Bob"], ids=[ALICE, BOB])
+        add_conversation(conn, [ALICE, BOB], conversation_id=CONVERSATION)
         # Bob's phone, registered with SNS (moto) as the chat API would: notification.json pushes to it.
         import boto3
 
