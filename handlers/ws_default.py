@@ -3,8 +3,6 @@ shared/services/client_frames.py). Always answers 200 so API Gateway keeps the c
 mistake gets an error frame instead. ``requestContext.authorizer`` is not present on message routes: the
 user comes from the connection's row."""
 
-import base64
-import binascii
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -14,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.bootstrap import dependencies
 from shared.jobs import DELIVERY_CONFIRMATION
 from shared.observability import logger, metrics, tracer
-from shared.services.connections.client_frames import handle_client_frame
+from shared.services.connections.client_frames import frame_bytes, handle_client_frame
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -25,7 +23,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     deps = dependencies()
     deps.settings.require("WEBSOCKET_ENDPOINT", DELIVERY_CONFIRMATION.queue_url_variable)
     outcome = handle_client_frame(
-        deps, request["connectionId"], _body(event), correlation_id=request.get("requestId")
+        deps, request["connectionId"], frame_bytes(event), correlation_id=request.get("requestId")
     )
     if outcome.error:
         logger.info("client frame refused", extra={"action": outcome.action, "code": outcome.error})
@@ -33,13 +31,3 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     return {"statusCode": 200}
 
-
-def _body(event: dict[str, Any]) -> bytes | None:
-    """The frame's bytes (binary frames arrive base64-encoded); None if they cannot be decoded."""
-    raw = event.get("body") or ""
-    if not event.get("isBase64Encoded"):
-        return str(raw).encode("utf-8")
-    try:
-        return base64.b64decode(raw)
-    except binascii.Error:
-        return None

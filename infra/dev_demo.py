@@ -108,6 +108,29 @@ def receive(socket: Any, predicate: Callable[[dict[str, Any]], bool], timeout: f
             return dict(frame)
 
 
+def search_until_found(socket: Any, query: str, message_id: str, timeout: float = 15) -> dict[str, Any]:
+    """Search over ``socket`` until ``message_id`` is among the results (the indexing job runs after the
+    message is broadcast); returns that ``search.results`` frame."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        request_id = f"search-{attempt}"
+        socket.send(json.dumps({"action": "search", "request_id": request_id, "query": query}))
+        frame = receive(socket, _answer_to(request_id))
+        if frame.get("type") != "search.results":
+            raise RuntimeError(f"search refused: {frame.get('code')}")
+        if any(result["message_id"] == message_id for result in frame["results"]):
+            return frame
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"message {message_id} was not found by search within {timeout} s")
+        time.sleep(0.2)
+
+
+def _answer_to(request_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame.get("request_id") == request_id
+
+
 def _status_frame(status: str) -> Callable[[dict[str, Any]], bool]:
     return lambda frame: frame.get("type") == "message.status" and frame.get("status") == status
 
@@ -143,6 +166,10 @@ def play(info: dict[str, Any], out: Callable[[str], None] = print) -> None:
             )
         bob_ws.send(json.dumps({"action": "ping"}))
         out(f"  Bob   <- {receive(bob_ws, lambda f: f.get('type') == 'pong')['type']}")
+        results = search_until_found(bob_ws, "lunch", message_id)
+        out("Bob's app  -> search 'lunch'")
+        for result in results["results"]:
+            out(f"  Bob   <- search.results #{result['seq']}: {result['snippet']!r}")
     _offline_part(info, conversation, alice, bob, out)
     out("-- demo done --")
 

@@ -4,6 +4,7 @@ runs unchanged outside AWS."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,7 +70,10 @@ def _record(message: dict[str, Any], source_arn: str, region: str) -> dict[str, 
         "messageAttributes": {
             name: {
                 "stringValue": value.get("StringValue"),
-                "binaryValue": value.get("BinaryValue"),
+                # Lambda hands binary attributes over base64-encoded, as strings
+                "binaryValue": base64.b64encode(value["BinaryValue"]).decode("ascii")
+                if value.get("BinaryValue") is not None
+                else None,
                 "stringListValues": [],
                 "binaryListValues": [],
                 "dataType": value["DataType"],

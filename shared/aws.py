@@ -19,16 +19,21 @@ from botocore.config import Config
 _RETRIES = {"mode": "standard", "max_attempts": 4}
 
 
-@cache
 def client(service: str, endpoint_url: str | None = None) -> Any:
-    """A cached boto3 client for ``service`` (and an explicit endpoint, e.g. the WebSocket management API)."""
+    """A cached boto3 client for ``service`` (and an explicit endpoint, e.g. the WebSocket management API):
+    one per (service, endpoint), however the arguments are passed."""
+    return _cached_client(service, endpoint_url)
+
+
+@cache
+def _cached_client(service: str, endpoint_url: str | None) -> Any:
     config = Config(retries=_RETRIES, max_pool_connections=64, connect_timeout=3, read_timeout=10)
     return boto3.session.Session().client(service, endpoint_url=endpoint_url, config=config)
 
 
 def reset_clients() -> None:
     """Forget cached clients (tests switch endpoints and credentials between cases)."""
-    client.cache_clear()
+    _cached_client.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class AwsClients:
 
     def sesv2(self) -> Any:
         return self.make("sesv2")
+
+    def s3(self) -> Any:
+        return self.make("s3")
 
     def websocket(self, endpoint: str) -> Any:
         """The API Gateway management API (``@connections``) of one WebSocket API stage."""

@@ -8,6 +8,8 @@ or the AWS clients with :func:`use`, the one seam for both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,6 +55,17 @@ def use(*, engine: Engine | None = None, aws: AwsClients | None = None) -> None:
     """Run the functions of this process against ``engine`` and ``aws`` (None: the container's defaults)."""
     _overrides.engine = engine
     _overrides.aws = aws
+
+
+@contextmanager
+def using_aws(aws: AwsClients) -> Iterator[None]:
+    """Run the block with ``aws`` as the AWS clients (the database in place stays), then put back what was."""
+    previous = _overrides.aws
+    _overrides.aws = aws
+    try:
+        yield
+    finally:
+        _overrides.aws = previous
 
 
 @lru_cache(maxsize=4)

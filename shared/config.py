@@ -47,11 +47,15 @@ class Settings(BaseSettings):
     # The queue this function consumes: where permanent failures go, and after how many receives SQS does it.
     dead_letter_queue_url: str | None = None
     max_receive_count: int = Field(default=5, ge=1)
-    # Backoff for transient failures: min(cap, base * 2**(attempt-1)) seconds with full jitter.
-    retry_base_seconds: int = Field(default=2, ge=1)
+    # Backoff for transient failures: between half and all of min(cap, base * 2**(attempt-1)) seconds (equal
+    # jitter). With 5 receives the window is 150-300 s, longer than a Multi-AZ failover (runtime/retry.py).
+    retry_base_seconds: int = Field(default=20, ge=1)
     retry_max_seconds: int = Field(default=900, ge=1, le=43_200)
     # Stop starting new records when less than this is left before the Lambda deadline.
     deadline_margin_ms: int = Field(default=3_000, ge=0)
+    # A job created longer ago than this is refused as stale (a redriven message, which carries the
+    # RedriveId attribute, is exempt): a send-message from last year must not be broadcast as new.
+    max_job_age_seconds: int = Field(default=4 * 24 * 3600, ge=60)
 
     # Queues this function enqueues to, read from the variables the job declarations name (shared/jobs.py).
     job_queue_urls: dict[str, str] = Field(default_factory=_job_queue_urls, exclude=True)
@@ -87,6 +91,27 @@ class Settings(BaseSettings):
     # Comma-separated allow list; empty: HS256 when a secret is configured, RS256 and ES256 with a JWKS URL.
     jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ()
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # Batch fan-out (docs/contracts.md §5 batch-message): once every chunk is enqueued, the batch function
+    # checks this often whether every recipient has an outcome; recipients still without one this long after
+    # the last chunk are counted failed (`no-outcome`), so a batch always ends.
+    batch_settle_check_seconds: int = Field(default=10, ge=0, le=900)
+    batch_settle_timeout_seconds: int = Field(default=1_800, ge=60)
+
+    # Cleanup (docs/contracts.md §5 cleanup). Messages older than the retention (a job's `retention_days`
+    # wins) are soft-deleted; soft-deleted messages and conversations are purged after the grace period.
+    # Each statement touches at most `cleanup_batch_size` rows; an invocation works for at most
+    # `cleanup_time_budget_seconds` (well inside the function's timeout) and then enqueues a continuation.
+    cleanup_retention_days: int = Field(default=365, ge=1, le=36_500)
+    cleanup_grace_days: int = Field(default=30, ge=0, le=36_500)
+    cleanup_batch_size: int = Field(default=500, ge=1, le=1_000)
+    cleanup_time_budget_seconds: float = Field(default=20.0, ge=0, le=600)
+    # Completed job_inbox rows are kept longer than any redelivery can come: SQS keeps a job 4 days and its
+    # DLQ 14 days, so a redriven job is at most 18 days old; below that a redrive could run a job twice.
+    cleanup_inbox_retention_days: int = Field(default=30, ge=19)
+    cleanup_failures_retention_days: int = Field(default=90, ge=1)
+    # Where attachments are stored (S3 key = attachments.storage_key). Unset: expired attachments are skipped.
+    attachments_bucket: str | None = None
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

@@ -58,6 +58,19 @@ class ConflictingJob(PermanentJobError):
     reason = "conflict"
 
 
+class InvalidData(PermanentJobError):
+    """The database refused a value of the job as data (SQLSTATE class 22, or a NOT NULL, foreign-key or
+    check violation): the same job would be refused again."""
+
+    reason = "invalid-data"
+
+
+class StaleJob(PermanentJobError):
+    """The job was created longer ago than MAX_JOB_AGE_SECONDS (and is not a deliberate redrive)."""
+
+    reason = "stale"
+
+
 class EncryptionNotAvailable(PermanentJobError):
     """The conversation requires encryption at rest, which this deployment cannot do yet."""
 
@@ -99,6 +112,17 @@ class DeliveryRejected(SwitchboardError):
 
 
 # --- WebSocket (docs/contracts.md §6): refusals and lookups at the edge, never job failures -----------------
+
+
+class SearchRefused(SwitchboardError):
+    """A WebSocket ``search`` request that cannot be served. ``code`` is the error frame's stable code
+    (``invalid-request``, ``invalid-query``, ``invalid-cursor``, ``forbidden``); the message never echoes the
+    request."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class InvalidToken(SwitchboardError):

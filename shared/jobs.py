@@ -23,6 +23,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -38,6 +39,12 @@ MAX_CHUNK_SIZE = 1_000
 MAX_CHUNK_DELAY_SECONDS = 900  # SQS DelaySeconds limit
 MAX_SEND_RECIPIENTS = 5_000
 MAX_ATTACHMENTS = 32
+# What any body may be, whatever its job type: SQS's own size limit, nesting far above any contract's (the
+# envelope, data, and a free-form object inside it), integers a 64-bit column or a JSON number can hold.
+MAX_BODY_BYTES = 256 * 1024
+MAX_NESTING = 16
+MAX_INT_DIGITS = 19
+MAX_NOTIFICATION_DATA_BYTES = 4_096
 
 
 Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
@@ -121,6 +128,13 @@ class NotificationData(JobData):
     channels: list[NotificationChannel] | None = Field(default=None, min_length=1, max_length=4)
     conversation_id: uuid.UUID | None = None
     message_id: uuid.UUID | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _small_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_NOTIFICATION_DATA_BYTES:
+            raise ValueError(f"must be at most {MAX_NOTIFICATION_DATA_BYTES} bytes as JSON")
+        return value
 
 
 DataT = TypeVar("DataT", bound=JobData)
@@ -207,19 +221,15 @@ class JobKind(Generic[DataT]):
 
         Raises :class:`UnsupportedSchemaVersion` or :class:`InvalidJob` (both permanent) with a reason that
         names the offending fields but never echoes their values (bodies carry message content)."""
-        try:
-            raw = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidJob(f"body is not JSON (line {getattr(exc, 'lineno', '?')})") from None
+        raw = load_body(body)
         if not isinstance(raw, dict):
             raise InvalidJob("body must be a JSON object")
         version = raw.get("schema_version")
+        if not isinstance(version, int | None) or isinstance(version, bool):
+            raise UnsupportedSchemaVersion("schema_version must be an integer")
         if version not in SUPPORTED_SCHEMA_VERSIONS:
             raise UnsupportedSchemaVersion(
-                f"schema_version {version!r} is not supported "
-                f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
-                if isinstance(version, int | None)
-                else "schema_version must be an integer"
+                f"schema_version {version} is not supported (supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
             )
         if raw.get("job_type") != self.name:
             raise InvalidJob(f"job_type must be {self.name!r} on this queue")
@@ -275,6 +285,71 @@ JOB_KINDS: dict[str, JobKind[Any]] = {
         NOTIFICATION,
     )
 }
+
+
+def load_body(body: str) -> Any:
+    """Parse an SQS body as strict JSON that any job type can hold, or raise :class:`InvalidJob` (permanent).
+
+    Refused: more than MAX_BODY_BYTES, NaN and infinities (``1e999`` included), integers of more than
+    MAX_INT_DIGITS digits, nesting deeper than MAX_NESTING, NUL characters and unpaired surrogates (which
+    PostgreSQL cannot store) in any string or key. The reasons never echo the body."""
+    if len(body) > MAX_BODY_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise InvalidJob(f"body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        raw = json.loads(
+            body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJob(f"body is not JSON (line {getattr(exc, 'lineno', '?')})") from None
+    except RecursionError:
+        raise InvalidJob(f"body is nested more than {MAX_NESTING} levels deep") from None
+    _check_values(raw)
+    return raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJob(f"body holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidJob("body holds a number too large for a double")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise InvalidJob(f"body holds an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _check_values(raw: Any) -> None:
+    """Walk the parsed body (iteratively: no recursion limit to hit) for depth and unstorable strings."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                raise InvalidJob(f"body is nested more than {MAX_NESTING} levels deep")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(key)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidJob("body holds a NUL character, which cannot be stored")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJob("body holds an unpaired surrogate, which is not text") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -23,9 +23,18 @@ from infra.template import Stack, Template, load_template, provision
 from shared import bootstrap
 from shared import config as config_module
 from shared.aws import reset_clients
+from tests.iam import IAM_CALLS
 from tests.world import World
 
 WEBSOCKET_ENDPOINT = "https://test-api.execute-api.us-east-1.amazonaws.com/prod"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "runs_last: run after every other test (the IAM check, tests/iam.py)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)  # stable: order kept
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +111,10 @@ class FunctionHarness(SqsFunctionRunner):
 
     fifo = False
 
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        with IAM_CALLS.running(self.spec.logical_id):  # its AWS calls are checked against its role
+            return super().invoke(event)
+
     def send(self, *bodies: str | dict[str, Any], group_id: str | None = None) -> None:
         for body in bodies:
             text_body = body if isinstance(body, str) else json.dumps(body)
@@ -109,7 +122,7 @@ class FunctionHarness(SqsFunctionRunner):
             if self.fifo:
                 try:
                     parsed = json.loads(text_body)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, or too deep: no job id to read
                     parsed = {}
                 parsed = parsed if isinstance(parsed, dict) else {}
                 data: dict[str, Any] = parsed["data"] if isinstance(parsed.get("data"), dict) else {}
@@ -163,7 +176,7 @@ def websocket_function(
             **variables,
         }
         given = {name: value for name, value in environment.items() if value is not None}
-        return invoker(template.functions[logical_id], given)
+        return IAM_CALLS.recording(logical_id, invoker(template.functions[logical_id], given))
 
     return make
 

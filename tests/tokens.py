@@ -23,14 +23,15 @@ TOKEN_SETTINGS = {"JWT_SECRET": JWT_SECRET, "JWT_ISSUER": JWT_ISSUER, "JWT_AUDIE
 
 
 def claims(sub: uuid.UUID | str | None, **overrides: Any) -> dict[str, Any]:
-    """Valid claims for ``sub`` (5 minutes to live); an override of None leaves that claim out."""
+    """Valid claims for ``sub`` (an hour to live: tokens minted while tests are collected must outlive a full
+    run); an override of None leaves that claim out."""
     now = int(time.time())
     values: dict[str, Any] = {
         "sub": str(sub) if sub is not None else None,
         "iss": JWT_ISSUER,
         "aud": JWT_AUDIENCE,
         "iat": now,
-        "exp": now + 300,
+        "exp": now + 3600,
         **overrides,
     }
     return {name: value for name, value in values.items() if value is not None}

@@ -85,7 +85,8 @@ def build_engine(settings: Settings) -> Engine:
             "pool_recycle": 900,
         }
     )
-    engine = create_engine(url, connect_args={"timeout": 5}, **pool_args)
+    # hide_parameters: an error's text never quotes the statement's values (message content, contact data).
+    engine = create_engine(url, connect_args={"timeout": 5}, hide_parameters=True, **pool_args)
 
     if settings.db_secret_arn and not settings.database_url:
 

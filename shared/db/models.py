@@ -22,8 +22,9 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # A bound array of UUIDs: `= ANY(:ids)` and `unnest(:ids)` take N ids as one parameter.
@@ -39,6 +40,7 @@ NAMING_CONVENTION = {
 }
 
 MESSAGE_STATUSES = ("sending", "sent", "delivered", "read", "failed")
+MESSAGE_BATCH_STATUSES = ("running", "completed", "completed_with_failures", "cancelled")
 DELIVERY_STATUSES = ("pending", "delivered", "read", "failed")
 
 
@@ -79,6 +81,8 @@ class Conversation(Base):
     encryption_enabled: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[datetime] = _now()
     deleted_at: Mapped[datetime | None]
+    # The text search configuration of this conversation's index and of queries against it (migration 0005).
+    search_config: Mapped[str] = mapped_column(REGCONFIG, server_default=text("'simple'::regconfig"))
 
 
 class ConversationParticipant(Base):
@@ -139,8 +143,11 @@ class MessageRead(Base):
 
 
 class Attachment(Base):
-    __tablename__ = "attachments"
+    """An upload (written by the chat API). send-message links it to a message (``message_id``, and through
+    the message its conversation) only when ``uploaded_by`` is the message's sender and it is not attached to
+    another message; a row without ``uploaded_by`` (written before migration 0004) can no longer be linked."""
 
+    __tablename__ = "attachments"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"), index=True)
     storage_key: Mapped[str] = mapped_column(String(1024))
@@ -148,6 +155,7 @@ class Attachment(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    uploaded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
 
 
 class WsConnection(Base):
@@ -163,9 +171,12 @@ class WsConnection(Base):
 
 
 class MessageBatch(Base):
-    """Progress of a batch-message fan-out; send-message jobs carrying its ``batch_id`` advance it."""
+    """Progress of a batch-message fan-out. A send-message job carrying its ``batch_id`` advances it once
+    (``batch_jobs``), and only when the job's ``sender_id`` is this batch's ``sender_id`` (NOT NULL since
+    migration 0001, so every row has one)."""
 
     __tablename__ = "message_batches"
+    __table_args__ = (CheckConstraint(_one_of("status", MESSAGE_BATCH_STATUSES), name="status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     sender_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
@@ -173,10 +184,52 @@ class MessageBatch(Base):
     queued: Mapped[int] = mapped_column(Integer, server_default="0")
     sent: Mapped[int] = mapped_column(Integer, server_default="0")
     failed: Mapped[int] = mapped_column(Integer, server_default="0")
-    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    status: Mapped[str] = mapped_column(String(32), server_default="running")  # 32: migration 0006
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     completed_at: Mapped[datetime | None]
+    # migration 0006: the batch function's snapshot of cancelled rows, when it was cancelled, and when its
+    # last chunk was enqueued (it waits for the outcomes from then on)
+    cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime | None]
+
+
+BATCH_JOB_STATUSES = ("pending", "queued", "sent", "failed", "cancelled")
+
+
+class BatchJob(Base):
+    """How one send-message job of a batch counted in ``message_batches``: one row per (batch, job), so a job
+    counts once whatever the path (sent, or dead-lettered) and however often it is delivered or redriven.
+
+    Keyed by the job, not the recipient: a send-message job need not name its recipient (``recipient_ids`` is
+    optional, docs/contracts.md §2; batch fan-out sends each job "to a direct conversation with the
+    recipient", §5), and a job dead-lettered before its conversation was found has no known recipient, yet
+    must still count as failed. ``recipient_id`` is recorded whenever the job has exactly one: the single
+    resolved recipient of a sent job, the single ``recipient_ids`` entry of a failed one. The planned fan-out
+    can extend this table into its per-recipient ledger: it knows each child job's deterministic id and its
+    recipient, so it can pre-insert rows (with a ``queued`` status, and an ``error`` column if it needs one)
+    that send-message then settles on the same key; counts then derive from the rows.
+
+    ``message_id`` is the job's message id (the stored message when ``sent``). No foreign keys besides the
+    batch: a failed job may name users and messages that do not exist."""
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", BATCH_JOB_STATUSES), name="status"),
+        Index("ix_batch_jobs_batch_id_status", "batch_id", "status"),
+    )
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("message_batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    recipient_id: Mapped[uuid.UUID | None]
+    message_id: Mapped[uuid.UUID]
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    error: Mapped[str | None] = mapped_column(String(200))  # migration 0006: why the row failed (a code)
 
 
 class JobInbox(Base):
@@ -332,3 +385,35 @@ class NotificationDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+# --- search (migration 0005; docs/contracts.md §4, §5 indexing) ---------------------------------------------
+
+
+class MessageSearch(Base):
+    """The search index of one message (the ``indexing`` job): ``document``, a tsvector (content A, sender
+    name B, conversation title C, built with ``search_config``). ``blind_tokens`` / ``key_version`` are
+    reserved for the blind index of encrypted conversations (not built: those are not indexed); exactly one of
+    ``document`` and ``blind_tokens`` is set. ``conversation_id`` and ``created_at`` are the message's,
+    copied so a search filters and orders on this table alone."""
+
+    __tablename__ = "message_search"
+    __table_args__ = (
+        CheckConstraint("(document IS NULL) <> (blind_tokens IS NULL)", name="one_kind"),
+        CheckConstraint("(blind_tokens IS NULL) = (key_version IS NULL)", name="blind_key_version"),
+        Index("ix_message_search_conversation_id_created_at", "conversation_id", "created_at", "message_id"),
+        Index("ix_message_search_document", "document", postgresql_using="gin"),
+        Index("ix_message_search_blind_tokens", "blind_tokens", postgresql_using="gin"),
+    )
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    search_config: Mapped[str | None] = mapped_column(REGCONFIG)
+    document: Mapped[Any | None] = mapped_column(TSVECTOR)
+    blind_tokens: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    key_version: Mapped[int | None] = mapped_column(Integer)
+    indexed_at: Mapped[datetime] = _now()
+

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared.jobs import Job
@@ -74,6 +75,10 @@ def perform_effects(
         effect = queue.pop(0)
         try:
             queue.extend(effect.perform(job, session, deps))
+        except SQLAlchemyError:
+            # The session is unusable now: no further effect may run on it, and nothing can be recorded. The
+            # unit of work rolls back and classifies the error; every effect stays pending for the retry.
+            raise
         except Exception as exc:  # noqa: BLE001 - kept pending and returned to the runner, which retries the job
             pending.append(effect)
             first_error = first_error or exc

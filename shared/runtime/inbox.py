@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import literal_column, update
+from sqlalchemy import literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,15 @@ def claim(session: Session, job_id: uuid.UUID, job_type: str) -> InboxClaim:
         .returning(JobInbox.effects_pending, literal_column("xmax = 0").label("inserted"))
     ).one()
     return InboxClaim(fresh=bool(row.inserted), effects_pending=list(row.effects_pending or []))
+
+
+def lock_pending_effects(session: Session, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The job's pending effects, its inbox row locked until this transaction ends: of two copies of a job
+    performing effects at once, the second waits and then sees what the first left pending."""
+    pending = session.execute(
+        select(JobInbox.effects_pending).where(JobInbox.job_id == job_id).with_for_update()
+    ).scalar_one_or_none()
+    return list(pending or [])
 
 
 def store_pending_effects(session: Session, job_id: uuid.UUID, payload: list[dict[str, Any]]) -> None:

@@ -16,9 +16,10 @@ returns ``{"batchItemFailures": [...]}``. Per record:
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,17 +33,27 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from sqlalchemy.orm import Session
 
 from shared.bootstrap import Dependencies, dependencies
-from shared.errors import ConfigurationError, DeadlineApproaching, PermanentJobError, TransientJobError
+from shared.db.uow import sqlstate
+from shared.errors import (
+    ConfigurationError,
+    DeadlineApproaching,
+    PermanentJobError,
+    StaleJob,
+    TransientJobError,
+)
 from shared.jobs import DataT, Job, JobKind
 from shared.observability import logger, metrics
 from shared.runtime import inbox
 from shared.runtime.effects import Effect, EffectKinds, perform_effects
-from shared.runtime.sqs import backoff_seconds, delay_redelivery, send_to_dead_letter_queue
+from shared.runtime.retry import backoff_seconds
+from shared.runtime.sqs import delay_redelivery, requeue, send_to_dead_letter_queue
 
 Handle = Callable[[Job[DataT], Session], Sequence[Effect]]
 OnDeadLetter = Callable[[Job[DataT], Session], None]
 
-_LOG_KEYS = ["job_id", "job_type", "correlation_id", "attempt"]
+_LOG_KEYS = ["message_id", "job_id", "job_type", "correlation_id", "attempt"]
+# A message the management API redrives carries this attribute: its job may be older than the age limit.
+REDRIVE_ATTRIBUTE = "RedriveId"
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class _Invocation:
     consumer: JobConsumer[Any]
     deps: Dependencies
     context: Any
+    deferred: set[str] = field(default_factory=set)  # receipt handles not started: the deadline was near
     retry_after: dict[str, int] = field(default_factory=dict)  # receipt handle -> visibility timeout
 
 
@@ -96,24 +108,69 @@ def run(
         processor=processor,
         context=context,
     )
+    records = event.get("Records") or []
+    _back_off_skipped(records, response, invocation)
+    result = dict(response)
+    if invocation.deferred and not consumer.kind.fifo:
+        result = _requeue_deferred(records, result, invocation)
     if invocation.retry_after:
-        delay_redelivery(deps.aws.sqs(), event.get("Records") or [], invocation.retry_after)
-    return dict(response)
+        delay_redelivery(deps.aws.sqs(), records, invocation.retry_after)
+    return result
+
+
+def _requeue_deferred(
+    records: list[dict[str, Any]], response: dict[str, Any], invocation: _Invocation
+) -> dict[str, Any]:
+    """Records not started because the deadline was near go back to their (standard) queue as new messages,
+    and the originals are acknowledged: the deferral spends none of their receives. What cannot be sent
+    again stays a failure, visible again at once. A FIFO queue cannot do this (a new message would queue
+    behind later ones of its group): there a deferral still counts as a receive."""
+    deferred = [raw for raw in records if raw.get("receiptHandle") in invocation.deferred]
+    sent = requeue(invocation.deps.aws.sqs(), deferred)
+    for handle in (raw["receiptHandle"] for raw in deferred if raw["messageId"] in sent):
+        invocation.retry_after.pop(handle, None)
+    if sent:
+        logger.info("records near the deadline sent back to their queue", extra={"count": len(sent)})
+    failures = [item for item in response.get("batchItemFailures", []) if item["itemIdentifier"] not in sent]
+    return {**response, "batchItemFailures": failures}
+
+
+def _back_off_skipped(records: list[dict[str, Any]], response: Any, invocation: _Invocation) -> None:
+    """Records a FIFO batch skipped after a failure in their group come back with that failure's backoff
+    (the whole group returns together, in order) instead of after the full visibility timeout."""
+    failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+    by_group: dict[str, int] = {}
+    for raw in records:
+        timeout = invocation.retry_after.get(raw.get("receiptHandle", ""))
+        group = (raw.get("attributes") or {}).get("MessageGroupId")
+        if timeout is not None and group is not None:
+            by_group.setdefault(group, timeout)
+    for raw in records:
+        handle = raw.get("receiptHandle", "")
+        if raw.get("messageId") in failed and handle not in invocation.retry_after:
+            group = (raw.get("attributes") or {}).get("MessageGroupId")
+            if group in by_group:
+                invocation.retry_after[handle] = by_group[group]
 
 
 def _process_record(record: SQSRecord, invocation: _Invocation) -> None:
     attempt = int(record.attributes.approximate_receive_count or 1)
     job: Job[Any] | None = None
+    logger.append_keys(message_id=record.message_id, job_type=invocation.consumer.kind.name, attempt=attempt)
     try:
         _check_deadline(invocation)
         job = invocation.consumer.kind.parse(record.body)
-        logger.append_keys(
-            job_id=str(job.job_id), job_type=job.job_type, correlation_id=job.correlation_id, attempt=attempt
-        )
+        logger.append_keys(job_id=str(job.job_id), correlation_id=job.correlation_id)
+        _check_age(job, record, invocation)
         _execute(job, invocation)
         metrics.add_metric(name="JobAge", unit=MetricUnit.Milliseconds, value=_age_ms(job.created_at))
     except PermanentJobError as exc:
-        _dead_letter(record, job, exc, attempt, invocation)
+        try:
+            _dead_letter(record, job, exc, attempt, invocation)
+        except Exception as failure:
+            # Recording or moving it failed (database down, SQS refusing): the record is retried, and says so.
+            _note_transient(record, job, failure, attempt, invocation)
+            raise
     except Exception as exc:
         _note_transient(record, job, exc, attempt, invocation)
         raise
@@ -127,28 +184,32 @@ def _execute(job: Job[Any], invocation: _Invocation) -> None:
         claim = inbox.claim(uow.session, job.job_id, job.job_type)
         if claim.fresh:
             effects = list(consumer.handle(job, uow.session))
-            inbox.store_pending_effects(uow.session, job.job_id, consumer.effects.dump(effects))
+            pending = consumer.effects.dump(effects)
+            inbox.store_pending_effects(uow.session, job.job_id, pending)
         else:
-            effects = consumer.effects.load(claim.effects_pending)
+            pending = claim.effects_pending
         uow.commit()
-    if not claim.fresh and not effects:
+    if not claim.fresh and not pending:
         metrics.add_metric(name="JobsDuplicate", unit=MetricUnit.Count, value=1)
         logger.info("duplicate job acknowledged")
         return
-    if effects:
-        _perform_after_commit(job, effects, invocation)
+    performed = _perform_after_commit(job, invocation) if pending else 0
     metrics.add_metric(name="JobsProcessed", unit=MetricUnit.Count, value=1)
-    logger.info("job processed", extra={"effects": len(effects), "redelivered": not claim.fresh})
+    logger.info("job processed", extra={"effects": performed, "redelivered": not claim.fresh})
 
 
-def _perform_after_commit(job: Job[Any], effects: list[Effect], invocation: _Invocation) -> None:
+def _perform_after_commit(job: Job[Any], invocation: _Invocation) -> int:
+    """Perform the job's pending effects under its inbox row's lock, re-read inside the lock (a concurrent
+    copy of the job may have performed them meanwhile); returns how many were attempted."""
     consumer, deps = invocation.consumer, invocation.deps
     with deps.unit_of_work() as uow:
+        effects = consumer.effects.load(inbox.lock_pending_effects(uow.session, job.job_id))
         remaining, first_error = perform_effects(effects, job, uow.session, deps)
         inbox.store_pending_effects(uow.session, job.job_id, consumer.effects.dump(remaining))
         uow.commit()
     if first_error is not None:
         raise TransientJobError(f"{len(remaining)} post-commit effect(s) failed; retried") from first_error
+    return len(effects)
 
 
 def _dead_letter(
@@ -215,20 +276,13 @@ def _note_transient(
     settings = invocation.deps.settings
     if isinstance(exc, DeadlineApproaching):
         invocation.retry_after[record.receipt_handle] = 0  # not the record's fault: back at once
+        invocation.deferred.add(record.receipt_handle)
         return
     invocation.retry_after[record.receipt_handle] = backoff_seconds(
         attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
     )
     metrics.add_metric(name="JobsRetried", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "job failed, will retry",
-        extra={
-            "error_class": type(exc).__name__,
-            "reason": getattr(exc, "reason", "unexpected"),
-            "cause": type(exc.__cause__).__name__ if exc.__cause__ is not None else None,
-        },
-        exc_info=not isinstance(exc, TransientJobError),
-    )
+    logger.warning("job failed, will retry", extra={**describe_failure(exc), "message_id": record.message_id})
     if attempt < settings.max_receive_count:
         return
     detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, TransientJobError) else type(exc).__name__
@@ -238,9 +292,34 @@ def _note_transient(
                 uow.session, _failure(record, job, invocation.consumer, exc, detail, attempt, permanent=False)
             )
             uow.commit()
-    except Exception:  # noqa: BLE001 - logged; the record still fails and is retried
+    except Exception as failure:  # noqa: BLE001 - logged; the record still fails and is retried
         # The record still goes to the DLQ through the redrive policy; only the analysis row is missing.
-        logger.exception("could not record exhausted retries in job_failures")
+        logger.error("could not record exhausted retries in job_failures", extra=describe_failure(failure))
+
+
+def describe_failure(exc: BaseException) -> dict[str, Any]:
+    """What a log line may say about a failure: its class, reason, SQLSTATE, its cause's class and where it
+    was raised — never its message or a traceback's, which may quote a row's values, a message's content or
+    a phone number (a driver's error text, a provider's error message, a bug's own text)."""
+    cause = exc.__cause__ or exc.__context__
+    return {
+        "error_class": type(exc).__name__,
+        "reason": getattr(exc, "reason", "unexpected"),
+        "sqlstate": sqlstate(exc) or (sqlstate(cause) if cause is not None else None),
+        "cause": type(cause).__name__ if cause is not None else None,
+        "raised_at": [
+            f"{frame.filename}:{frame.lineno} {frame.name}"
+            for frame in traceback.extract_tb((cause or exc).__traceback__)
+        ][-6:],
+    }
+
+
+def _check_age(job: Job[Any], record: SQSRecord, invocation: _Invocation) -> None:
+    limit = timedelta(seconds=invocation.deps.settings.max_job_age_seconds)
+    if datetime.now(UTC) - job.created_at > limit and REDRIVE_ATTRIBUTE not in (
+        record.message_attributes or {}
+    ):
+        raise StaleJob(f"created more than {int(limit.total_seconds())} s ago (redrive it to run it anyway)")
 
 
 def _check_deadline(invocation: _Invocation) -> None:

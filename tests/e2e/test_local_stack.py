@@ -18,7 +18,14 @@ from sqlalchemy import func, select
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from infra.dev_demo import mint_token, receive, seed_conversation, send_text, stack_client
+from infra.dev_demo import (
+    mint_token,
+    receive,
+    search_until_found,
+    seed_conversation,
+    send_text,
+    stack_client,
+)
 from shared.config import Settings
 from shared.db.engine import build_engine
 from shared.db.models import Message, WsConnection
@@ -158,6 +165,22 @@ def test_a_message_reaches_both_sockets_and_the_ack_reaches_the_sender(stack):
             "read",
             "read",
         )
+
+
+def test_a_real_websocket_client_finds_a_sent_message_by_search(stack):
+    conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
+    _, (carol, _) = seed_conversation(stack.info, ["Carol", "Dave"])
+    with stack.ws(bob) as bob_ws, stack.ws(carol) as carol_ws:
+        message_id = str(uuid.uuid4())
+        send_text(stack.info, conversation, alice, "the quarterly harbour report", message_id=message_id)
+        found = search_until_found(bob_ws, "harbour", message_id)
+        (result,) = [r for r in found["results"] if r["message_id"] == message_id]
+        assert result["conversation_id"] == str(conversation) and "<mark>harbour</mark>" in result["snippet"]
+        carol_ws.send(json.dumps({"action": "search", "request_id": "c1", "query": "harbour"}))
+        answer = receive(carol_ws, lambda f: f.get("request_id") == "c1")
+        assert answer["type"] == "search.results" and answer["results"] == []  # not Carol's conversation
+        carol_ws.send(json.dumps({"action": "search", "request_id": "c2", "query": "  "}))
+        assert receive(carol_ws, lambda f: f.get("request_id") == "c2")["code"] == "invalid-query"
 
 
 def test_a_client_that_drops_without_closing_is_removed_on_the_next_broadcast(stack):

@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 from sqlalchemy import create_engine, func, select
 
 from shared import bootstrap
-from shared.aws import client
 from shared.db.models import JobFailure, JobInbox, Message
 from shared.errors import TransientJobError
 from tests.conftest import WEBSOCKET_ENDPOINT, queue_messages, ws_frames
@@ -146,7 +145,7 @@ def test_post_commit_effects_are_redone_without_redoing_the_transaction(send, wo
     send.send(job("send-message", data))
     # First delivery: committed, indexing enqueued, the post to Bob's device failed -> retried
     unavailable = ClientError({"Error": {"Code": "InternalServerErrorException"}}, "PostToConnection")
-    api = client("apigatewaymanagementapi", WEBSOCKET_ENDPOINT)
+    api = bootstrap.dependencies().aws.websocket(WEBSOCKET_ENDPOINT)
     with failing_calls(api, "PostToConnection", lambda: unavailable, times=1) as failed:
         event, response = send.poll_once()
     assert failed == [1]

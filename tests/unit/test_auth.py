@@ -4,6 +4,7 @@ cases, which fetch over HTTP, are in tests/integration/test_websocket.py)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from typing import Any
 import boto3
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from shared.config import Settings
 from shared.errors import ConfigurationError, InvalidToken
 from shared.services.connections.auth import allowed_algorithms, verify_token
-from tests.tokens import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, SigningKey, hs256
+from tests.tokens import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, TOKEN_SETTINGS, SigningKey, claims, hs256
 
 USER = uuid.UUID("0b9c5a3e-5d1f-4f7e-9b7a-2f0a3c4d5e6f")
 
@@ -158,6 +161,99 @@ def test_an_explicit_algorithm_list_is_honoured():
     strict = {"jwt_algorithms": ("HS512",), "jwt_secret": JWT_SECRET + JWT_SECRET}
     assert verify_token(token, settings(**strict)).user_id == USER
     assert refusal(hs256(USER, secret=JWT_SECRET + JWT_SECRET), **strict) == "bad-signature"
+
+
+# --- malformed claims in a correctly signed token: a refusal (Deny), never an error (500) ----------------
+
+REASONS = {"malformed", "expired", "not-yet-valid", "bad-signature", "wrong-audience", "wrong-issuer"}
+LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+# exp/nbf/iat must be JSON numbers (RFC 7519 NumericDate) a datetime can hold; PyJWT alone takes "123".
+NOT_A_TIME = st.one_of(
+    st.integers(min_value=0, max_value=2 * LATEST).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.lists(JSON, max_size=3),
+    st.dictionaries(st.text(max_size=5), JSON, max_size=3),
+    st.integers(min_value=LATEST + 1),
+    st.integers(max_value=-1),
+    st.floats(min_value=LATEST + 1) | st.just(float("nan")),
+)
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def signed(payload: Any) -> str:
+    """``payload`` (any JSON, not only an object) as a correctly signed HS256 token."""
+    return jwt.api_jws.PyJWS().encode(json.dumps(payload).encode(), JWT_SECRET, algorithm="HS256")
+
+
+def test_an_expiry_given_as_a_numeric_string_is_refused_as_malformed():
+    assert refusal(hs256(USER, exp=str(int(time.time()) + 300))) == "malformed"
+
+
+@given(claim=st.sampled_from(["exp", "nbf", "iat"]), value=NOT_A_TIME)
+def test_a_time_claim_that_is_not_a_numeric_date_is_malformed(claim, value):
+    assert refusal(signed({**claims(USER), claim: value})) == "malformed"
+
+
+@given(sub=st.one_of(st.text(), JSON).filter(lambda value: not _is_uuid(value)))
+def test_a_subject_that_is_not_a_uuid_is_malformed(sub):
+    assert refusal(signed({**claims(USER), "sub": sub})) == "malformed"
+
+
+@given(missing=st.sets(st.sampled_from(["exp", "sub", "iss", "aud"]), min_size=1))
+def test_a_token_missing_required_claims_is_refused(missing):
+    payload = {name: value for name, value in claims(USER).items() if name not in missing}
+    assert refusal(signed(payload)) in {"malformed", "wrong-issuer", "wrong-audience"}
+
+
+@given(payload=JSON.filter(lambda value: not isinstance(value, dict)))
+def test_a_payload_that_is_not_an_object_is_malformed(payload):
+    assert refusal(signed(payload)) == "malformed"
+
+
+@given(changes=st.dictionaries(st.sampled_from(["exp", "nbf", "iat", "sub", "iss", "aud", "jti"]), JSON))
+def test_any_claims_are_either_accepted_or_refused_with_a_reason(changes):
+    try:
+        user = verify_token(signed({**claims(USER), **changes}), settings())
+    except InvalidToken as refused:
+        assert refused.reason in REASONS
+    else:
+        assert user.user_id == USER
+
+
+def test_the_authorizer_denies_a_token_with_a_malformed_expiry(monkeypatch):
+    from handlers.ws_authorizer import lambda_handler
+    from infra.lambda_shapes import LocalLambdaContext
+    from shared.config import get_settings
+
+    for name, value in {**TOKEN_SETTINGS, "POWERTOOLS_TRACE_DISABLED": "1"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    token = hs256(USER, exp=str(int(time.time()) + 300))
+    event = {
+        "queryStringParameters": {"token": token},
+        "methodArn": "arn:aws:execute-api:r:a:api/prod/$connect",
+    }
+    try:
+        answer = lambda_handler(event, LocalLambdaContext(function_name="WebSocketAuthorizerFunction"))
+    finally:
+        get_settings.cache_clear()
+    assert answer["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert answer["context"] == {"reason": "malformed"}
 
 
 # --- configuration: loud, never a refusal --------------------------------------------------------------

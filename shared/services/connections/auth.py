@@ -10,6 +10,7 @@ never be used as an HMAC secret. Tokens never appear in logs or in error message
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 # How long the issuer's key set is trusted before it is fetched again (unknown key ids refetch sooner).
 JWKS_LIFESPAN_SECONDS = 300
 JWKS_TIMEOUT_SECONDS = 3
+# The last second a datetime can hold (9999-12-31T23:59:59Z): later exp/nbf/iat values are malformed.
+_LATEST_TIMESTAMP = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def verify_token(token: str | None, settings: Settings | None = None) -> Authent
         raise InvalidToken("bad-signature", "the token's algorithm is not accepted")
     key = _verification_key(algorithm, header.get("kid"), settings)
     claims = _decode(token, key, algorithm, settings)
+    expires_at = _check_validity_period(claims, settings.jwt_leeway_seconds)
     subject = claims["sub"]
     try:
         user_id = uuid.UUID(subject) if isinstance(subject, str) else None
@@ -65,7 +69,7 @@ def verify_token(token: str | None, settings: Settings | None = None) -> Authent
         user_id = None
     if user_id is None:
         raise InvalidToken("malformed", "the token's sub is not a user id")
-    return AuthenticatedUser(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+    return AuthenticatedUser(user_id=user_id, expires_at=expires_at)
 
 
 def allowed_algorithms(settings: Settings) -> frozenset[str]:
@@ -133,8 +137,14 @@ def _decode(token: str, key: Any, algorithm: str, settings: Settings) -> dict[st
             algorithms=[algorithm],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
-            leeway=settings.jwt_leeway_seconds,
-            options={"require": ["exp", "sub", "iss", "aud"], "enforce_minimum_key_length": True},
+            # exp, nbf and iat are checked by _check_validity_period: PyJWT takes int("123") for a number.
+            options={
+                "require": ["exp", "sub", "iss", "aud"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "enforce_minimum_key_length": True,
+            },
         )
     except jwt.InvalidKeyError as exc:
         if algorithm in SYMMETRIC_ALGORITHMS:  # our own secret: too short, or not a secret at all
@@ -152,8 +162,6 @@ def _refusal_reason(exc: jwt.InvalidTokenError) -> str:
     by_type: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
         (jwt.InvalidSignatureError, "bad-signature"),
         (jwt.InvalidAlgorithmError, "bad-signature"),
-        (jwt.ExpiredSignatureError, "expired"),
-        (jwt.ImmatureSignatureError, "not-yet-valid"),
         (jwt.InvalidAudienceError, "wrong-audience"),
         (jwt.InvalidIssuerError, "wrong-issuer"),
     )
@@ -161,6 +169,26 @@ def _refusal_reason(exc: jwt.InvalidTokenError) -> str:
         if isinstance(exc, error_type):
             return reason
     return "malformed"
+
+
+def _check_validity_period(claims: dict[str, Any], leeway: int) -> datetime:
+    """When the token expires, after checking ``exp`` (required), ``nbf`` and ``iat`` against now, each
+    give or take ``leeway`` seconds. A malformed one is refused before any is compared."""
+    times = {name: _numeric_date(claims[name], name) for name in ("exp", "nbf", "iat") if name in claims}
+    now = time.time()
+    if times["exp"] <= now - leeway:
+        raise InvalidToken("expired", "the token has expired")
+    if max(times.get("nbf", now), times.get("iat", now)) > now + leeway:
+        raise InvalidToken("not-yet-valid", "the token is not valid yet")
+    return datetime.fromtimestamp(times["exp"], UTC)
+
+
+def _numeric_date(value: Any, name: str) -> float:
+    """A NumericDate claim (RFC 7519 §2: a JSON number of seconds since the epoch), within what a
+    datetime can hold; anything else (a string, even of digits, a bool, NaN, a huge number) is malformed."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _LATEST_TIMESTAMP:
+        raise InvalidToken("malformed", f"the token's {name} is not a time")
+    return float(value)
 
 
 @cache

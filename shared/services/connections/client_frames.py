@@ -14,6 +14,8 @@ Error messages never echo what the client sent.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from dataclasses import dataclass
@@ -67,7 +69,7 @@ def handle_client_frame(
     limit = deps.settings.websocket_max_frame_bytes
     if body is not None and len(body) > limit:
         return _refuse(deps, connection_id, None, "frame-too-large", f"frames are limited to {limit} bytes")
-    frame = _parse(body)
+    frame = parse_frame(body)
     if frame is None:
         return _refuse(deps, connection_id, None, "invalid-json", "a frame must be a JSON object")
     action = frame.get("action")
@@ -79,7 +81,20 @@ def handle_client_frame(
     return _refuse(deps, connection_id, None, "unknown-action", "action must be one of: ack, ping")
 
 
-def _parse(body: bytes | None) -> dict[str, Any] | None:
+def frame_bytes(event: dict[str, Any]) -> bytes | None:
+    """The bytes of an API Gateway WebSocket event's frame (binary frames arrive base64-encoded); None if they
+    cannot be decoded."""
+    raw = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return str(raw).encode("utf-8")
+    try:
+        return base64.b64decode(raw)
+    except binascii.Error:
+        return None
+
+
+def parse_frame(body: bytes | None) -> dict[str, Any] | None:
+    """The frame as a JSON object; None if it is not one (or could not be decoded)."""
     if body is None:
         return None
     try:

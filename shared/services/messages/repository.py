@@ -4,15 +4,16 @@ recipients (set-based SQL: ``unnest`` of one array parameter, never a statement 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, select, update
+from sqlalchemy import String, and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import (
     UUID_ARRAY,
     Attachment,
+    BatchJob,
     Conversation,
     ConversationParticipant,
     Message,
@@ -106,13 +107,19 @@ def insert_pending_deliveries(session: Session, message_id: uuid.UUID, recipient
     )
 
 
-def link_attachments(session: Session, message_id: uuid.UUID, attachment_ids: list[uuid.UUID]) -> int:
-    """Link unused, undeleted attachments to the message; returns how many were linked."""
+def link_attachments(
+    session: Session, message_id: uuid.UUID, sender_id: uuid.UUID, attachment_ids: list[uuid.UUID]
+) -> int:
+    """Link to the message the attachments the sender uploaded that are undeleted and not attached to another
+    message (one already linked to this very message, e.g. by the chat API before completing a ``sending``
+    message, counts too); returns how many of ``attachment_ids`` qualify. An attachment without an uploader
+    (written before ``uploaded_by`` existed) never qualifies."""
     linked = session.execute(
         update(Attachment)
         .where(
             Attachment.id.in_(attachment_ids),
             Attachment.deleted_at.is_(None),
+            Attachment.uploaded_by == sender_id,
             (Attachment.message_id.is_(None)) | (Attachment.message_id == message_id),
         )
         .values(message_id=message_id)
@@ -121,17 +128,51 @@ def link_attachments(session: Session, message_id: uuid.UUID, attachment_ids: li
     return len(linked)
 
 
-def advance_batch(session: Session, batch_id: uuid.UUID, *, sent: int = 0, failed: int = 0) -> None:
-    """Count sent/failed messages of a batch; the batch completes when every recipient is accounted for."""
-    done = MessageBatch.sent + sent + MessageBatch.failed + failed >= MessageBatch.total
-    session.execute(
-        update(MessageBatch)
-        .where(MessageBatch.id == batch_id)
-        .values(
-            sent=MessageBatch.sent + sent,
-            failed=MessageBatch.failed + failed,
-            updated_at=func.now(),
-            status=case((done, "completed"), else_=MessageBatch.status),
-            completed_at=func.coalesce(MessageBatch.completed_at, case((done, func.now()), else_=None)),
-        )
+BatchOutcome = Literal["sent", "failed"]
+# Why a batch recipient's send-message job failed (batch_jobs.error); the reason itself is in job_failures.
+SEND_FAILED = "send-message-failed"
+
+
+def count_in_batch(
+    session: Session,
+    *,
+    batch_id: uuid.UUID,
+    job_id: uuid.UUID,
+    sender_id: uuid.UUID,
+    message_id: uuid.UUID,
+    recipient_id: uuid.UUID | None,
+    outcome: BatchOutcome,
+) -> bool:
+    """Settle one send-message job in its batch's ledger (``batch_jobs``), once: returns whether it moved.
+
+    One statement, on the job's own row only: the batch row is never locked here (batch fan-out refreshes its
+    counts from the rows, docs/contracts.md §5). The row is inserted if the fan-out did not pre-insert it,
+    selected from the batch itself so that nothing happens unless the batch exists and its ``sender_id`` is
+    the job's. A ``pending`` or ``queued`` row becomes the outcome; a job counted ``failed`` (dead-lettered)
+    that is later ``sent`` (redriven after its cause was fixed) becomes ``sent``; a ``sent`` row never
+    becomes ``failed``, and nothing is counted twice."""
+    ids = UUID(as_uuid=True)
+    error = None if outcome == "sent" else SEND_FAILED
+    insert_row = insert(BatchJob).from_select(
+        ["batch_id", "job_id", "recipient_id", "message_id", "status", "error"],
+        select(
+            MessageBatch.id,
+            literal(job_id, ids),
+            literal(recipient_id, ids),
+            literal(message_id, ids),
+            literal(outcome),
+            literal(error, String),
+        ).where(MessageBatch.id == batch_id, MessageBatch.sender_id == sender_id),
     )
+    movable = ("pending", "queued", "failed") if outcome == "sent" else ("pending", "queued")
+    settle = insert_row.on_conflict_do_update(
+        index_elements=[BatchJob.batch_id, BatchJob.job_id],
+        set_={
+            "status": outcome,
+            "error": insert_row.excluded.error,
+            "recipient_id": func.coalesce(insert_row.excluded.recipient_id, BatchJob.recipient_id),
+            "updated_at": func.now(),
+        },
+        where=BatchJob.status.in_(movable),
+    )
+    return session.execute(settle.returning(BatchJob.job_id)).one_or_none() is not None

@@ -54,18 +54,48 @@ def send_message(job: Job[SendMessageData], session: Session) -> list[Effect]:
     repository.insert_pending_deliveries(session, data.message_id, recipients)
     if data.attachment_ids:
         wanted = len(set(data.attachment_ids))
-        linked = repository.link_attachments(session, data.message_id, data.attachment_ids)
+        linked = repository.link_attachments(session, data.message_id, data.sender_id, data.attachment_ids)
         if linked != wanted:
-            raise UnknownEntity(f"{wanted - linked} attachment(s) unknown or already used")
-    if data.batch_id is not None:
-        repository.advance_batch(session, data.batch_id, sent=1)
+            # Counts only: never the ids, which could tell whose upload an id is.
+            raise UnknownEntity(
+                f"{wanted - linked} of {wanted} attachment(s) unknown, deleted, attached to another message "
+                "or not uploaded by the sender"
+            )
+    _count_in_batch(job, session, "sent", _single(recipients))
     return _effects(job, stored, participants, recipients, context.sender_name)
 
 
 def record_dead_letter(job: Job[SendMessageData], session: Session) -> None:
-    """A send-message job that can never succeed still counts towards its batch (as failed)."""
-    if job.data.batch_id is not None:
-        repository.advance_batch(session, job.data.batch_id, failed=1)
+    """A send-message job that can never succeed still counts towards its batch (as failed), once, and only
+    when its sender is the batch's sender. Its recipient is recorded when the job names exactly one (the
+    conversation's participants are not looked up on this path)."""
+    data = job.data
+    named = [user_id for user_id in dict.fromkeys(data.recipient_ids or []) if user_id != data.sender_id]
+    _count_in_batch(job, session, "failed", _single(named))
+
+
+def _count_in_batch(
+    job: Job[SendMessageData], session: Session, outcome: repository.BatchOutcome, recipient: uuid.UUID | None
+) -> None:
+    """With a ``batch_id``: count this job in the batch, at most once per job whatever the path or the number
+    of deliveries, and only if the job's sender is the batch's (repository.count_in_batch); a job naming
+    another sender's batch, or a batch that does not exist, changes nothing."""
+    data = job.data
+    if data.batch_id is None:
+        return
+    repository.count_in_batch(
+        session,
+        batch_id=data.batch_id,
+        job_id=job.job_id,
+        sender_id=data.sender_id,
+        message_id=data.message_id,
+        recipient_id=recipient,
+        outcome=outcome,
+    )
+
+
+def _single(user_ids: list[uuid.UUID]) -> uuid.UUID | None:
+    return user_ids[0] if len(user_ids) == 1 else None
 
 
 def _recipients(

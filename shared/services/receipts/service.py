@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,6 +17,8 @@ from shared.runtime.effects import Effect
 from shared.services.connections.broadcast import Broadcast
 from shared.services.receipts import repository
 
+CLIENT_CLOCK_SKEW = timedelta(minutes=5)
+
 
 def confirm_delivery(job: Job[DeliveryConfirmationData], session: Session) -> list[Effect]:
     """Apply the receipts of ``job`` and return the ``message.status`` broadcasts for the senders.
@@ -23,16 +26,18 @@ def confirm_delivery(job: Job[DeliveryConfirmationData], session: Session) -> li
     Only a recipient of every message named may confirm (otherwise nothing is written); a receipt never
     downgrades; confirming what is already confirmed changes nothing and broadcasts nothing."""
     data = job.data
+    # A confirmer's clock may be off, or lie: a receipt is never dated in the future (beyond a small skew).
+    at = min(data.confirmed_at, datetime.now(UTC) + CLIENT_CLOCK_SKEW)
     targets = _targets(session, data.recipient_id, data.message_ids, data.read_up_to)
     advanced = repository.advance_deliveries(
-        session, data.recipient_id, targets, data.status, data.confirmed_at
+        session, data.recipient_id, targets, data.status, at
     )
     if not advanced:
         return []
     if data.status == "read":
-        repository.record_reads(session, data.recipient_id, advanced, data.confirmed_at)
+        repository.record_reads(session, data.recipient_id, advanced, at)
     messages = repository.settle_message_statuses(session, advanced)
-    return _status_broadcasts(messages, data.recipient_id, data.status, data.confirmed_at.isoformat())
+    return _status_broadcasts(messages, data.recipient_id, data.status, at.isoformat())
 
 
 def _targets(
