@@ -28,15 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIZES = (2, 50, 1000)
-HANDLERS = (
-    "handlers.send_message",
-    "handlers.delivery_confirmation",
-    "handlers.notification",
-    "handlers.ws_authorizer",
-    "handlers.ws_connect",
-    "handlers.ws_default",
-    "handlers.migration",
-)
+
+
+def handler_modules() -> list[str]:
+    """Every function's handler module, from template.yaml (one reader of the topology)."""
+    from infra.template import load_template
+
+    return sorted({spec.module for spec in load_template().functions.values()})
 
 
 def main() -> None:
@@ -49,7 +47,7 @@ def main() -> None:
         print("== send-message throughput ==")
         throughput(args.jobs)
     print(f"\n== cold-start import time (best of {args.import_runs}, fresh interpreter each) ==")
-    for module in HANDLERS:
+    for module in handler_modules():
         import_time(module, args.import_runs)
 
 
