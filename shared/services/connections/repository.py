@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, delete, literal, or_, select, update
+from sqlalchemy import DateTime, String, any_, bindparam, delete, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import User, WsConnection
+from shared.db.models import UUID_ARRAY, User, WsConnection
 from shared.errors import UnknownConnection, UnknownEntity
 
 # Rows deleted per sweep statement: small enough to keep each transaction short.
@@ -95,8 +95,9 @@ def live_connections(session: Session, user_ids: Collection[uuid.UUID]) -> list[
     """(connection_id, user_id) of every registered connection of ``user_ids``."""
     return list(
         session.execute(
+            # One array parameter, not an IN list of N (50 KB of SQL text at 5,000 participants)
             select(WsConnection.connection_id, WsConnection.user_id).where(
-                WsConnection.user_id.in_(set(user_ids))
+                WsConnection.user_id == any_(bindparam("user_ids", list(set(user_ids)), type_=UUID_ARRAY))
             )
         ).all()
     )
