@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -26,6 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import bench_database, quiet_local_aws  # noqa: E402 - after the path
 
 SIZES = (2, 50, 1000)
 
@@ -55,26 +56,9 @@ def main() -> None:
 
 
 def throughput(jobs_per_size: int) -> None:
-    from infra.embedded_postgres import embedded_postgres
-
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "POWERTOOLS_TRACE_DISABLED": "1",
-            "POWERTOOLS_LOG_LEVEL": "ERROR",
-            "POWERTOOLS_METRICS_DISABLED": "1",
-        }
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = os.environ.get("DATABASE_URL")
-        if url:
-            _throughput(url, jobs_per_size)
-        else:
-            with embedded_postgres(Path(tmp) / "pg", keep=False) as embedded_url:
-                _throughput(embedded_url, jobs_per_size)
+    quiet_local_aws()
+    with bench_database() as url:
+        _throughput(url, jobs_per_size)
 
 
 def _throughput(database_url: str, jobs_per_size: int) -> None:

@@ -1,4 +1,4 @@
-"""The ``switchboard`` command: ``demo``, ``schema``, ``db upgrade``."""
+"""The ``switchboard`` command: ``demo``, ``dev``, ``cleanup``, ``schema``, ``db upgrade``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--management-port", type=int, default=3002, help="@connections API (0: any free port)")
     dev.add_argument("--log-level", default="INFO")
 
+    cleanup = commands.add_parser(
+        "cleanup", help="send a cleanup job to the running `switchboard dev` (docs/contracts.md §5)"
+    )
+    cleanup.add_argument(
+        "--task",
+        default="all",
+        choices=["all", "old-messages", "deleted-conversations", "expired-attachments"],
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    cleanup.add_argument(
+        "--hard-delete", action="store_true", help="also purge messages soft-deleted past the grace period"
+    )
+    cleanup.add_argument("--retention-days", type=int, default=None, help="instead of CLEANUP_RETENTION_DAYS")
+    cleanup.add_argument("--data-dir", type=Path, default=Path(".switchboard"))
+
     schema = commands.add_parser("schema", help="write the job contracts as JSON Schema files")
     schema.add_argument(
         "--out", type=Path, default=DEFAULT_SCHEMA_DIR, help="directory (default: docs/schemas)"
@@ -73,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
         )
         return run_dev(options, demo=args.demo, once=args.once)
+    if args.command == "cleanup":
+        return _cleanup(args)
     if args.command == "schema":
         return _schema(args.out, check=args.check)
     if args.command == "db" and args.db_command == "upgrade":
@@ -84,6 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error("unknown command")
     return 2
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """Send a cleanup job to the local stack's CleanupQueue (as the daily schedule does); print its id."""
+    from pydantic import ValidationError
+
+    from infra.dev_demo import load_info, send_job
+
+    data: dict[str, object] = {"task": args.task, "dry_run": args.dry_run, "hard_delete": args.hard_delete}
+    if args.retention_days is not None:
+        data["retention_days"] = args.retention_days
+    try:
+        job_id = send_job(load_info(args.data_dir), "cleanup", data, correlation_id="switchboard-cli")
+    except ValidationError as exc:
+        print(f"not a valid cleanup job: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    print(job_id)
+    return 0
 
 
 def _schema(directory: Path, *, check: bool) -> int:

@@ -61,14 +61,16 @@ def stack_client(info: dict[str, Any], service: str) -> Any:
     )
 
 
-def send_job(info: dict[str, Any], job_type: str, data: dict[str, Any]) -> str:
+def send_job(
+    info: dict[str, Any], job_type: str, data: dict[str, Any], *, correlation_id: str = "dev-demo"
+) -> str:
     """Validate ``data`` as a ``job_type`` job and send it to the stack's queue as a producer would (FIFO
     group and de-duplication ids from the job type's declaration); returns the job id."""
     from shared.jobs import JOB_KINDS
     from shared.services.queues import send_jobs
 
     kind = JOB_KINDS[job_type]
-    job = kind.new(kind.data.model_validate(data), correlation_id="dev-demo")
+    job = kind.new(kind.data.model_validate(data), correlation_id=correlation_id)
     send_jobs(stack_client(info, "sqs"), info["queues"][job_type]["url"], kind, [job])
     return str(job.job_id)
 

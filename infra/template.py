@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 TEMPLATE_PATH: Path = Path(__file__).resolve().parent.parent / "template.yaml"
 ACCOUNT_ID = "123456789012"
@@ -645,7 +646,8 @@ def provision(
     """Create every queue of the template: dead-letter queues first, then the queues that redrive to them.
 
     API Gateway APIs are not created (the local gateway stands in for them): ``Ref`` to one resolves to its
-    id in ``api_ids``, by default ``LOCAL_API_ID``, so every function's environment resolves."""
+    id in ``api_ids``, by default ``LOCAL_API_ID``, so every function's environment resolves. KMS keys are
+    created in the same endpoint as the queues."""
     stack = Stack(template, stack_name, sqs_client.meta.region_name, dict(parameters or {}))
     for logical_id, resource in template.resources.items():
         if resource["Type"] == _API_TYPE:
@@ -664,4 +666,23 @@ def provision(
         url = sqs_client.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"]
         arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
         stack.add_queue(spec, url, arn["QueueArn"])
+    _provision_kms_keys(template, stack, sqs_client)
     return stack
+
+
+def _provision_kms_keys(template: Template, stack: Stack, sqs_client: Any) -> None:
+    """Create the template's KMS keys (EncryptionKey) next to the queues, in the same endpoint: functions
+    that seal message content need a real key there."""
+    keys = [logical_id for logical_id, r in template.resources.items() if r["Type"] == "AWS::KMS::Key"]
+    if not keys:
+        return
+    import boto3
+
+    meta = sqs_client.meta
+    # A moto server serves every service on the queues' endpoint; AWS's own SQS endpoint is SQS only.
+    endpoint = None if (urlparse(meta.endpoint_url).hostname or "").startswith("sqs.") else meta.endpoint_url
+    kms = boto3.client("kms", region_name=meta.region_name, endpoint_url=endpoint)
+    for logical_id in keys:
+        key = kms.create_key(Description=logical_id)["KeyMetadata"]
+        stack.refs[logical_id] = key["KeyId"]
+        stack.attributes[(logical_id, "Arn")] = key["Arn"]

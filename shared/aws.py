@@ -55,6 +55,9 @@ class AwsClients:
     def s3(self) -> Any:
         return self.make("s3")
 
+    def kms(self) -> Any:
+        return self.make("kms")
+
     def websocket(self, endpoint: str) -> Any:
         """The API Gateway management API (``@connections``) of one WebSocket API stage."""
         return self.make("apigatewaymanagementapi", endpoint)

@@ -110,8 +110,23 @@ class Settings(BaseSettings):
     # DLQ 14 days, so a redriven job is at most 18 days old; below that a redrive could run a job twice.
     cleanup_inbox_retention_days: int = Field(default=30, ge=19)
     cleanup_failures_retention_days: int = Field(default=90, ge=1)
+    # Encryption at rest (docs/contracts.md §5 encryption): the KMS key that wraps the per-conversation data
+    # keys; plaintext data keys are cached per container for at most `encryption_key_cache_seconds`, at most
+    # `encryption_key_cache_size` of them; a key version seals at most `encryption_max_messages_per_key`
+    # messages (far under the 2**32 random-nonce bound of AES-GCM), then a new version is made.
+    encryption_key_arn: str | None = None
+    encryption_key_cache_seconds: int = Field(default=300, ge=0, le=86_400)
+    encryption_key_cache_size: int = Field(default=1_000, ge=1, le=1_000_000)
+    encryption_max_messages_per_key: int = Field(default=2**30, ge=1, le=2**32)
     # Where attachments are stored (S3 key = attachments.storage_key). Unset: expired attachments are skipped.
     attachments_bucket: str | None = None
+    # The key prefix the attachments live under ("" = the whole bucket): the reconciling sweep lists it.
+    attachments_prefix: str = ""
+    # The sweep reports objects under the prefix that no attachments row names; it deletes them only when
+    # this is set. Objects younger than the minimum age are left alone (an upload whose row is not written
+    # yet is not an orphan).
+    cleanup_delete_orphan_objects: bool = False
+    cleanup_orphan_min_age_hours: float = Field(default=24.0, ge=0)
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

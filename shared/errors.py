@@ -72,9 +72,25 @@ class StaleJob(PermanentJobError):
 
 
 class EncryptionNotAvailable(PermanentJobError):
-    """The conversation requires encryption at rest, which this deployment cannot do yet."""
+    """The conversation requires encryption at rest, which this path cannot honour: indexing (no blind index
+    of encrypted conversations yet), or send-message without a key ring."""
 
     reason = "encryption-not-available"
+
+
+class SealedContentRefused(PermanentJobError):
+    """Sealed content failed to open: its ciphertext, nonce or key version was altered, it was copied from
+    another message, or its algorithm is unknown. Fails closed (never garbage text); the message names the
+    message and key version, never content or key material."""
+
+    reason = "sealed-content-refused"
+
+
+class EncryptionKeyUnavailable(PermanentJobError):
+    """The key version a message is sealed under does not exist (crypto-shredded, or never made), or KMS
+    refused to unwrap it (its wrapped key or encryption context does not match)."""
+
+    reason = "encryption-key-unavailable"
 
 
 class TransientJobError(SwitchboardError):

@@ -17,10 +17,11 @@ each function's ``AWS::IAM::Role`` inline policies (and any ``AWS::IAM::Policy``
 infra/template.py's resolver, and :func:`allows` evaluates them: Allow/Deny, Action/NotAction with IAM
 wildcards (case-insensitive), Resource/NotResource (``*`` and ``?``, case-sensitive) when the call's resource
 is known; a call whose resource is not known (SES identities, secrets) is matched on the action alone. A
-statement with a Condition is not evaluated: it never allows (and a Deny with one always applies). The
-managed policies SAM attaches (basic execution, X-Ray, VPC access, the SQS poller's) are not read; none of
-them grants what the code calls. Clients that do not come from ``AwsClients`` (Powertools' secret
-providers) are not recorded.
+statement with a Condition is evaluated only when every test in it is a ``StringEquals`` or ``StringLike``
+on a condition key the call was recorded with (``s3:prefix``, from ``Prefix``); any other never allows (and
+a Deny with a Condition always applies). The managed policies SAM attaches (basic execution, X-Ray, VPC
+access, the SQS poller's) are not read; none of them grants what the code calls. Clients that do not come
+from ``AwsClients`` (Powertools' secret providers) are not recorded.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ _RENAMED_ACTIONS = {
         "DeleteMessageBatch": "DeleteMessage",
     },
     "sns": {"PublishBatch": "Publish"},
-    "s3": {"DeleteObjects": "DeleteObject"},  # authorized per key, as s3:DeleteObject
+    # DeleteObjects is authorized per key, as s3:DeleteObject; a listing of a bucket as s3:ListBucket
+    "s3": {"DeleteObjects": "DeleteObject", "ListObjectsV2": "ListBucket"},
 }
 # The API Gateway management API (@connections): one IAM action for every operation.
 _MANAGE_CONNECTIONS = "execute-api:ManageConnections"
@@ -72,6 +74,7 @@ class Call:
     action: str
     resource: str | None
     operation: str
+    context: tuple[tuple[str, str], ...] = ()  # the condition keys the request carries, e.g. s3:prefix
 
     def __str__(self) -> str:
         on = f" on {self.resource}" if self.resource else ""
@@ -100,11 +103,20 @@ def call_resource(client: Any, operation: str, params: Mapping[str, Any]) -> str
         objects = (params.get("Delete") or {}).get("Objects") or [{"Key": params.get("Key")}]
         key = objects[0].get("Key")  # every key is under the one prefix the role names
         return f"arn:{partition}:s3:::{params['Bucket']}" + (f"/{key}" if isinstance(key, str) else "")
+    if service == "kms" and isinstance(params.get("KeyId"), str) and params["KeyId"].startswith("arn:"):
+        return str(params["KeyId"])
     if service == "sns":
         for name in ("TargetArn", "TopicArn", "PhoneNumber"):
             if isinstance(params.get(name), str):
                 return str(params[name])
     return None
+
+
+def call_context(client: Any, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The condition keys IAM sees on the call, where the tests need one (``s3:prefix`` of a listing)."""
+    if client.meta.service_model.service_name == "s3" and isinstance(params.get("Prefix"), str):
+        return (("s3:prefix", params["Prefix"]),)
+    return ()
 
 
 class CallRecorder:
@@ -155,6 +167,7 @@ class CallRecorder:
             action=iam_action(service_model.signing_name, operation),
             resource=call_resource(client, operation, params),
             operation=f"{service_model.service_name}.{operation}",
+            context=call_context(client, params),
         )
         with self._lock:
             self.calls.add(call)
@@ -196,6 +209,8 @@ class Statement:
     resources: tuple[str, ...] | None
     not_resources: tuple[str, ...] | None
     conditional: bool
+    # (operator, key, values) of each test of the Condition, when every one is a string test we evaluate
+    conditions: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> Statement:
@@ -221,7 +236,22 @@ class Statement:
             resources=resources,
             not_resources=not_resources,
             conditional="Condition" in raw,
+            conditions=_string_conditions(raw.get("Condition")),
         )
+
+    def holds(self, context: Mapping[str, str]) -> bool:
+        """Whether the Condition (if any) holds for a request carrying ``context``."""
+        if not self.conditional:
+            return True
+        if self.conditions is None:
+            return False
+        for operator, key, values in self.conditions:
+            if key not in context:
+                return False
+            like = operator == "StringLike"
+            if not any(_wildcard(v, context[key]) if like else v == context[key] for v in values):
+                return False
+        return True
 
     def applies(self, action: str, resource: str | None) -> bool:
         """Whether this statement matches the request (a resource of None matches on the action alone)."""
@@ -237,20 +267,41 @@ class Statement:
         return not any(_wildcard(p, resource) for p in self.not_resources or ())
 
 
+def _string_conditions(condition: Any) -> tuple[tuple[str, str, tuple[str, ...]], ...] | None:
+    if not isinstance(condition, Mapping):
+        return None
+    tests: list[tuple[str, str, tuple[str, ...]]] = []
+    for operator, keys in condition.items():
+        if operator not in ("StringEquals", "StringLike") or not isinstance(keys, Mapping):
+            return None
+        for key, value in keys.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in values):
+                return None
+            tests.append((operator, key, tuple(values)))
+    return tuple(tests)
+
+
 def _wildcard(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
     """IAM matching: ``*`` any run of characters, ``?`` one character, everything else literal."""
     regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
     return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
 
 
-def allows(statements: Iterable[Statement], action: str, resource: str | None) -> bool:
+def allows(
+    statements: Iterable[Statement],
+    action: str,
+    resource: str | None,
+    context: Iterable[tuple[str, str]] = (),
+) -> bool:
     """An explicit Allow and no explicit Deny (conditional statements: see the module's docstring)."""
+    keys = dict(context)
     allowed = False
     for statement in statements:
         if statement.effect == "Deny" and statement.applies(action, resource):
             return False
         allowed = allowed or (
-            statement.effect == "Allow" and not statement.conditional and statement.applies(action, resource)
+            statement.effect == "Allow" and statement.holds(keys) and statement.applies(action, resource)
         )
     return allowed
 
@@ -292,7 +343,8 @@ def policy_context(
     stack_name: str = "switchboard-local",
 ) -> Context:
     """What the policies resolve against: ``parameters``; each queue's ARN, URL and name as SQS (and moto)
-    names them in ``region``; ``api_id`` for each API Gateway API (the tests' @connections endpoint)."""
+    names them in ``region``; ``api_id`` for each API Gateway API (the tests' @connections endpoint); any key
+    of the account for each KMS key (moto's key ids are random)."""
     ctx = template.context(stack_name=stack_name, region=region, parameters=parameters)
     refs: dict[str, Any] = {}
     attributes: dict[tuple[str, str], Any] = {}
@@ -303,11 +355,18 @@ def policy_context(
     for logical_id, resource in template.resources.items():
         if resource["Type"] == "AWS::ApiGatewayV2::Api":
             refs[logical_id] = attributes[(logical_id, "ApiId")] = api_id
+        elif resource["Type"] == "AWS::KMS::Key":
+            # moto gives each test's key a random id: any key of the account stands for the template's key
+            # here; that the roles name EncryptionKey only is checked on the template (test_template.py).
+            refs[logical_id] = "*"
+            attributes[(logical_id, "Arn")] = f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/*"
     return replace(ctx, refs=refs, attributes=attributes)
 
 
 def not_allowed(calls: Iterable[Call], policies: Mapping[str, list[Statement]]) -> list[Call]:
     """The calls that their function's role does not allow, sorted."""
     return sorted(
-        call for call in calls if not allows(policies.get(call.function, []), call.action, call.resource)
+        call
+        for call in calls
+        if not allows(policies.get(call.function, []), call.action, call.resource, call.context)
     )

@@ -100,6 +100,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_id_seq"),
         CheckConstraint(_one_of("status", MESSAGE_STATUSES), name="status"),
+        CheckConstraint("content IS NULL OR content_ciphertext IS NULL", name="plaintext_or_sealed"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -113,10 +114,13 @@ class Message(Base):
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
-    # Envelope encryption (plaintext `content` is NULL while these are set).
+    # Envelope encryption (plaintext `content` is NULL while these are set; shared/services/crypto).
+    # `encryption_key_id` is the contract's column, unused: the key is (conversation_id, key version).
     content_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     content_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
     encryption_key_id: Mapped[uuid.UUID | None]
+    encryption_key_version: Mapped[int | None] = mapped_column(Integer)
+    encryption_algorithm: Mapped[str | None] = mapped_column(String(32))
 
 
 class MessageDelivery(Base):
@@ -417,3 +421,23 @@ class MessageSearch(Base):
     key_version: Mapped[int | None] = mapped_column(Integer)
     indexed_at: Mapped[datetime] = _now()
 
+
+
+# --- encryption at rest (migration 0007; docs/contracts.md §4, §5 encryption) -------------------------------
+
+
+class EncryptionKey(Base):
+    """One data key version of a conversation, wrapped by KMS (encryption context ``conversation_id``,
+    ``key_version``). ``retired_at``: no message is sealed under it any more. ``messages_sealed``: how many
+    seals it has made (bounded by ENCRYPTION_MAX_MESSAGES_PER_KEY). Deleting the rows crypto-shreds."""
+
+    __tablename__ = "encryption_keys"
+    __table_args__ = (CheckConstraint("key_version >= 1", name="key_version"),)
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    key_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    kms_key_id: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = _now()
+    retired_at: Mapped[datetime | None]
+    messages_sealed: Mapped[int] = mapped_column(BigInteger, server_default="0")

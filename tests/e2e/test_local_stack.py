@@ -277,6 +277,108 @@ def test_the_stack_shows_each_notification_sent_with_its_channel_and_target(stac
     )
 
 
+def test_the_stack_runs_a_poller_for_every_sqs_fed_function_of_the_template(stack):
+    from infra.template import load_template
+
+    fed = {logical_id for logical_id, spec in load_template().functions.items() if spec.sqs_events}
+    assert {"BatchMessageFunction", "CleanupFunction"} <= fed
+    assert {"batch-message", "cleanup"} <= set(stack.info["queues"])
+
+
+def test_the_sender_watches_batch_progress_then_completion_over_a_real_websocket(stack):
+    from infra.dev_demo import send_job
+    from infra.seed import add_users
+
+    with stack.engine.begin() as conn:
+        sender, *recipients = add_users(conn, ["Sender", *(f"R{i}" for i in range(5))])
+    unknown = uuid.uuid4()
+    batch_id = uuid.uuid4()
+    with stack.ws(sender) as sender_ws:
+        send_job(
+            stack.info,
+            "batch-message",
+            {
+                "batch_id": str(batch_id),
+                "sender_id": str(sender),
+                "content": "fan-out over the local stack",
+                "recipient_ids": [str(r) for r in [*recipients, unknown]],
+                "chunk_size": 2,
+            },
+        )
+        progress: list[dict[str, Any]] = []
+        while True:  # settle checks run every BATCH_SETTLE_CHECK_SECONDS (10 s) once all chunks are out
+            frame = receive(sender_ws, lambda f: f.get("type") in ("batch.progress", "batch.completed"), 60)
+            assert frame["batch"]["id"] == str(batch_id)
+            if frame["type"] == "batch.completed":
+                break
+            progress.append(frame["batch"])
+    assert len(progress) >= 3  # one per chunk of 2 out of 6 recipients
+    assert [p["status"] for p in progress] == ["running"] * len(progress)
+    assert all(p["total"] == 6 for p in progress)
+    done = [p["sent"] + p["failed"] for p in progress]
+    assert done == sorted(done)  # counts never go back
+    summary = frame["batch"]
+    assert (summary["status"], summary["total"], summary["sent"], summary["failed"], summary["percent"]) == (
+        "completed_with_failures",
+        6,
+        5,
+        1,
+        100.0,
+    )
+    assert summary["finished_at"] is not None
+    with stack.engine.connect() as conn:
+        sent = conn.execute(
+            select(func.count()).select_from(Message).where(Message.sender_id == sender)
+        ).scalar_one()
+    assert sent == 5
+
+
+def test_switchboard_cleanup_sends_a_job_that_the_stack_runs(stack, capsys):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from infra.cli import main
+    from shared.db.models import JobInbox
+
+    conversation, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
+    message_id = uuid.uuid4()
+    send_text(stack.info, conversation, alice, "old news", message_id=str(message_id))
+
+    def stored() -> bool:
+        with stack.engine.connect() as conn:
+            return conn.execute(select(Message.id).where(Message.id == message_id)).first() is not None
+
+    wait_for(stored)
+    with stack.engine.begin() as conn:
+        conn.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(created_at=datetime.now(UTC) - timedelta(days=400))
+        )
+
+    def finished(job_id: uuid.UUID) -> bool:
+        with stack.engine.connect() as conn:
+            completed = conn.execute(
+                select(JobInbox.completed_at).where(JobInbox.job_id == job_id)
+            ).scalar_one_or_none()
+        return completed is not None
+
+    def content() -> str | None:
+        with stack.engine.connect() as conn:
+            return conn.execute(select(Message.content).where(Message.id == message_id)).scalar_one()
+
+    args = ["cleanup", "--data-dir", str(stack.data_dir), "--task", "old-messages"]
+    assert main([*args, "--dry-run"]) == 0
+    dry_run = uuid.UUID(capsys.readouterr().out.strip())
+    wait_for(lambda: finished(dry_run), timeout=30)
+    assert content() == "old news"  # a dry run deletes nothing
+    assert main(args) == 0
+    real = uuid.UUID(capsys.readouterr().out.strip())
+    wait_for(lambda: finished(real), timeout=30)
+    assert content() is None
+
+
 def test_a_restart_with_the_same_data_dir_keeps_messages(stack):
     conversation, (alice, _) = seed_conversation(stack.info, ["Alice", "Bob"])
     message_id = uuid.uuid4()

@@ -12,12 +12,13 @@ from urllib.parse import urlparse
 
 import boto3
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from infra.template import ACCOUNT_ID, Template
 from shared.config import get_settings
-from shared.db.models import Attachment, DeviceEndpoint, NotificationPreference
+from shared.db.models import Attachment, Conversation, DeviceEndpoint, Message, NotificationPreference
 from shared.errors import TransientJobError
+from shared.services.crypto.keys import DATA_KEYS
 from tests.conftest import WEBSOCKET_ENDPOINT
 from tests.faults import failing_statements
 from tests.iam import (
@@ -72,6 +73,7 @@ def policies(template: Template) -> dict[str, list[Statement]]:
         ("execute-api", "DeleteConnection", "execute-api:ManageConnections"),
         ("ses", "SendEmail", "ses:SendEmail"),  # SES v2 signs as "ses"
         ("sns", "Publish", "sns:Publish"),
+        ("s3", "ListObjectsV2", "s3:ListBucket"),  # a listing is authorized on the bucket
         ("secretsmanager", "GetSecretValue", "secretsmanager:GetSecretValue"),
     ],
 )
@@ -109,6 +111,25 @@ def test_a_deny_wins_and_a_conditional_allow_is_not_counted():
         Action="sns:Publish", Resource="*", Condition={"Bool": {"aws:SecureTransport": "true"}}
     )
     assert not allows([conditional], "sns:Publish", "+14155550123")
+
+
+def test_a_string_condition_on_a_recorded_key_is_evaluated():
+    bucket = "arn:aws:s3:::b"
+    listing = statement(
+        Action="s3:ListBucket", Resource=bucket, Condition={"StringLike": {"s3:prefix": "attachments/*"}}
+    )
+    assert allows([listing], "s3:ListBucket", bucket, [("s3:prefix", "attachments/")])
+    assert not allows([listing], "s3:ListBucket", bucket, [("s3:prefix", "other/")])
+    assert not allows([listing], "s3:ListBucket", bucket)  # no prefix: the whole bucket
+    exact = statement(
+        Action="s3:ListBucket", Resource=bucket, Condition={"StringEquals": {"s3:prefix": "a/"}}
+    )
+    assert allows([exact], "s3:ListBucket", bucket, [("s3:prefix", "a/")])
+    assert not allows([exact], "s3:ListBucket", bucket, [("s3:prefix", "a/b")])
+    other = statement(
+        Action="s3:ListBucket", Resource=bucket, Condition={"StringNotLike": {"s3:prefix": "x/*"}}
+    )
+    assert not allows([other], "s3:ListBucket", bucket, [("s3:prefix", "a/")])
 
 
 # --- the template as SAM expands it ----------------------------------------------------------------------
@@ -221,6 +242,29 @@ def _drive_the_sqs_fed_functions(function, world, db, monkeypatch) -> str:
         db,
         group="iam-batch",
     )
+    # encryption: a message of an encrypted conversation sealed (a data key from KMS), then opened again
+    secret = world.conversation([alice, bob], encrypted=True)
+    sealed = [uuid.uuid4(), uuid.uuid4()]
+    with db.begin() as conn:
+        for seq, message_id in enumerate(sealed, start=1):
+            conn.execute(
+                insert(Message).values(
+                    id=message_id, conversation_id=secret, sender_id=alice, seq=seq, content="x"
+                )
+            )
+    encryption = function("EncryptionFunction")
+    _drive(
+        encryption,
+        [job("encryption", {"message_id": str(sealed[0]), "operation": "encrypt"})],
+        job("encryption", {"message_id": str(sealed[1]), "operation": "encrypt"}),
+        db,
+        group="iam-encrypt",
+    )
+    DATA_KEYS.clear()  # opening it again unwraps the data key
+    with db.begin() as conn:
+        conn.execute(update(Conversation).where(Conversation.id == secret).values(encryption_enabled=False))
+    encryption.send(job("encryption", {"message_id": str(sealed[0]), "operation": "decrypt"}))
+    assert encryption.poll_once()[1] == {"batchItemFailures": []}
     # cleanup: one round of expired attachments (an S3 deletion), then its continuation
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=CONFIGURED["AttachmentsBucketName"])
@@ -237,6 +281,7 @@ def _drive_the_sqs_fed_functions(function, world, db, monkeypatch) -> str:
         )
     cleaner = function("CleanupFunction")
     monkeypatch.setenv("ATTACHMENTS_BUCKET", CONFIGURED["AttachmentsBucketName"])
+    monkeypatch.setenv("ATTACHMENTS_PREFIX", CONFIGURED["AttachmentsPrefix"])  # the sweep lists it
     monkeypatch.setenv("CLEANUP_TIME_BUDGET_SECONDS", "0")  # one round per job: continuations are sent
     get_settings.cache_clear()
     cleaner.send(job("cleanup", {"task": "all", "cursor": '{"step":"expired-attachments"}'}))
@@ -255,7 +300,7 @@ def test_every_aws_call_a_function_made_is_allowed_by_its_role(
 ):
     # Given the queues the policies name are the ones the functions use
     ctx = policy_context(aws.template, parameters=CONFIGURED, api_id=API_ID, region=REGION)
-    assert {k: v for k, v in ctx.attributes.items() if k[1] == "Arn"} == {
+    assert {k: v for k, v in ctx.attributes.items() if k[1] == "Arn" and ":sqs:" in v} == {
         (logical_id, "Arn"): arn for logical_id, arn in aws.queue_arns.items()
     }
     # When each SQS-fed function has run its success and failure paths (and every other test has run)
@@ -286,17 +331,24 @@ def test_every_aws_call_a_function_made_is_allowed_by_its_role(
             ("sns:Publish", "+14155550123"),
             ("ses:SendEmail", None),
         },
+        "EncryptionFunction": {
+            ("sqs:SendMessage", arns["EncryptionDLQ"]),
+            ("sqs:ChangeMessageVisibility", arns["EncryptionQueue"]),
+            ("kms:GenerateDataKey", aws.attributes[("EncryptionKey", "Arn")]),
+            ("kms:Decrypt", aws.attributes[("EncryptionKey", "Arn")]),
+        },
         "CleanupFunction": {
             ("sqs:SendMessage", arns["CleanupDLQ"]),
             ("sqs:SendMessage", arns["CleanupQueue"]),
             ("sqs:ChangeMessageVisibility", arns["CleanupQueue"]),
             ("s3:DeleteObject", "arn:aws:s3:::switchboard-attachments/attachments/iam.png"),
+            ("s3:ListBucket", "arn:aws:s3:::switchboard-attachments"),
         },
     }
     for logical_id, calls in expected.items():
         recorded = IAM_CALLS.of(logical_id)
         assert calls <= {(call.action, call.resource) for call in recorded}, logical_id
-        if logical_id != "CleanupFunction":  # the one SQS-fed function that posts to no connection
+        if logical_id not in ("CleanupFunction", "EncryptionFunction"):  # they post to no connection
             assert "execute-api:ManageConnections" in {call.action for call in recorded}, logical_id
     # Then every call recorded in the session is allowed by its function's role
     refused = not_allowed(IAM_CALLS.calls, policies)

@@ -163,14 +163,13 @@ def test_message_id_reused_in_another_conversation_is_a_permanent_conflict(send,
         ("sender-left", "not-a-participant"),
         ("unknown-conversation", "unknown-entity"),
         ("recipient-not-participant", "not-a-participant"),
-        ("encrypted-conversation", "encryption-not-available"),
         ("unknown-reply-to", "unknown-entity"),
         ("unknown-attachment", "unknown-entity"),
     ],
 )
 def test_rejected_send_is_dead_lettered_with_its_reason_and_writes_nothing(send, world, aws, case, reason):
     alice, bob, mallory = world.user("alice"), world.user("bob"), world.user("mallory")
-    conversation = world.conversation([alice, bob], encrypted=case == "encrypted-conversation")
+    conversation = world.conversation([alice, bob])
     data = world.send_message_data(conversation, alice)
     if case == "sender-not-participant":
         data["sender_id"] = str(mallory)

@@ -8,21 +8,35 @@ means the task has nothing more after the cursor."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy import BigInteger, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from shared.db.models import UUID_ARRAY
 
 _BIGINT_ARRAY = ARRAY(BigInteger)
+_TEXT_ARRAY = ARRAY(Text)
+
+
+_AFTER = re.compile(r"\(CAST\(:after AS (\w+)\) IS NULL OR (\w+) > CAST\(:after AS \w+\)\)")
+
+
+def _keyset(sql: str, after: Any) -> str:
+    """The cursor condition as an index bound: ``key > :after``, or nothing before the first batch. (Written
+    as ``(:after IS NULL OR key > :after)`` the planner cannot bound the index scan with it, and every pick
+    would walk the index from its start: quadratic over a long task.)"""
+    return _AFTER.sub(
+        lambda m: "TRUE" if after is None else f"{m.group(2)} > CAST(:after AS {m.group(1)})", sql
+    )
 
 
 def _pick(session: Session, sql: str, *, lock: bool, **params: Any) -> list[Any]:
-    statement = text(sql + (" FOR UPDATE SKIP LOCKED" if lock else ""))
+    statement = text(_keyset(sql, params.get("after")) + (" FOR UPDATE SKIP LOCKED" if lock else ""))
     return list(session.execute(statement, params).scalars())
 
 
@@ -115,8 +129,11 @@ def next_deleted_conversation(
     """The first conversation soft-deleted before ``deleted_before`` with an id after ``after``."""
     return session.execute(
         text(
-            "SELECT id FROM conversations WHERE deleted_at < :deleted_before"
-            " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT 1"
+            _keyset(
+                "SELECT id FROM conversations WHERE deleted_at < :deleted_before"
+                " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT 1",
+                after,
+            )
         ),
         {"deleted_before": deleted_before, "after": after},
     ).scalar_one_or_none()
@@ -198,8 +215,11 @@ def pick_expired_attachments(
 ) -> list[Any]:
     """(id, storage_key) of attachments past ``expires_at`` or marked deleted, by id after ``after``."""
     statement = text(
-        "SELECT id, storage_key FROM attachments WHERE (expires_at < :now OR deleted_at IS NOT NULL)"
-        " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit"
+        _keyset(
+            "SELECT id, storage_key FROM attachments WHERE (expires_at < :now OR deleted_at IS NOT NULL)"
+            " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit",
+            after,
+        )
         + (" FOR UPDATE SKIP LOCKED" if lock else "")
     )
     return list(session.execute(statement, {"now": now, "after": after, "limit": limit}).all())
@@ -212,6 +232,16 @@ def delete_attachment_rows(session: Session, ids: list[uuid.UUID]) -> int:
         "DELETE FROM attachments WHERE id = ANY(:ids) AND (expires_at < now() OR deleted_at IS NOT NULL)",
         _ids("ids", ids),
     )
+
+
+def known_storage_keys(session: Session, keys: list[str]) -> set[str]:
+    """Those of ``keys`` that an attachments row names (one statement, at most one listed page of keys)."""
+    if not keys:
+        return set()
+    statement = text("SELECT storage_key FROM attachments WHERE storage_key = ANY(:keys)").bindparams(
+        bindparam("keys", keys, type_=_TEXT_ARRAY)
+    )
+    return set(session.execute(statement).scalars())
 
 
 # --- housekeeping ----------------------------------------------------------------------------------------

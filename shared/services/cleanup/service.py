@@ -9,10 +9,15 @@ A job runs a list of steps (``all`` runs every one, in dependency order):
   deleted with their search entries, deliveries and reads; their attachments are detached and marked
   deleted, so that ``expired-attachments`` deletes their S3 objects and then the rows.
 * ``deleted-conversations``: conversations soft-deleted longer than the grace period ago: their messages
-  (as above), in-app notifications, search entries, mutes, participants, then the row. There is no
-  crypto-shredding service yet (the encryption work has not landed): nothing to call first.
+  (as above), in-app notifications, search entries, mutes, participants, then the row. Its wrapped data
+  keys are crypto-shredded first (shared/services/crypto), so its sealed content is unreadable at once.
 * ``expired-attachments``: attachments past ``expires_at`` or marked deleted: their S3 objects go with
   ``DeleteObjects`` after commit (:class:`DeleteAttachmentObjects`), then their rows.
+* ``expired-attachments/orphans`` (with ``expired-attachments`` and ``all``): the reconciling sweep. One
+  ``ListObjectsV2`` page (at most CLEANUP_BATCH_SIZE keys under ATTACHMENTS_PREFIX, after the cursor's key)
+  per round, at most MAX_KEYS_LISTED_PER_JOB keys per job; keys older than CLEANUP_ORPHAN_MIN_AGE_HOURS that
+  no attachments row names are orphans: counted, logged and emitted (``CleanupOrphanObjectsFound``), and
+  deleted after commit (:class:`DeleteOrphanObjects`) only with CLEANUP_DELETE_ORPHAN_OBJECTS.
 * ``housekeeping/inbox``, ``housekeeping/failures`` (``all`` only): completed ``job_inbox`` rows and
   ``job_failures`` rows older than their settings.
 
@@ -44,6 +49,7 @@ from shared.jobs import CLEANUP, CleanupData, Job
 from shared.observability import logger, metrics
 from shared.runtime.effects import Effect
 from shared.services.cleanup import repository
+from shared.services.crypto.service import shred_conversation
 from shared.services.queues import EnqueueJobs
 
 if TYPE_CHECKING:
@@ -54,16 +60,22 @@ S3_ATTEMPTS = 3
 # Objects one job deletes after commit at most (a few DeleteObjects calls: seconds, inside the timeout).
 MAX_OBJECTS_PER_JOB = 5 * S3_DELETE_BATCH
 GONE = "NoSuchKey"  # an object already gone is deleted
+# Keys the reconciling sweep lists per job at most (then its continuation goes on from the last one).
+MAX_KEYS_LISTED_PER_JOB = 20 * S3_DELETE_BATCH
+# A cursor holds at most this much of a key, as JSON (the cursor is at most 1,024 characters): a shortened
+# key makes the next listing start a little earlier, which only lists some keys twice.
+MAX_CURSOR_KEY = 900
 
 TASK_STEPS: dict[str, tuple[str, ...]] = {
     "old-messages": ("old-messages/soft", "old-messages/hard"),
     "deleted-conversations": ("deleted-conversations",),
-    "expired-attachments": ("expired-attachments",),
+    "expired-attachments": ("expired-attachments", "expired-attachments/orphans"),
     "all": (
         "old-messages/soft",
         "old-messages/hard",
         "deleted-conversations",
         "expired-attachments",
+        "expired-attachments/orphans",
         "housekeeping/inbox",
         "housekeeping/failures",
     ),
@@ -109,6 +121,7 @@ class Round:
     after: str | None = None
     inner: str | None = None
     objects: list[dict[str, str]] | None = None
+    orphans: list[str] | None = None
 
 
 @dataclass
@@ -143,10 +156,15 @@ def cleanup(job: Job[CleanupData], session: Session) -> list[Effect]:
     deadline = time.monotonic() + settings.cleanup_time_budget_seconds
     stats: Counter[str] = Counter()
     objects: list[dict[str, str]] = []
+    orphans: list[str] = []
     rounds = 0
     while position.step < len(steps):
         step = steps[position.step]
-        if step == "expired-attachments" and not data.dry_run and not settings.attachments_bucket:
+        if (
+            step.startswith("expired-attachments")
+            and not settings.attachments_bucket
+            and (not data.dry_run or step == "expired-attachments/orphans")
+        ):
             logger.warning("ATTACHMENTS_BUCKET is not set: expired attachments are not deleted")
             stats["attachment_steps_skipped"] += 1
             result = Round(Counter(), done=True)
@@ -155,12 +173,17 @@ def cleanup(job: Job[CleanupData], session: Session) -> list[Effect]:
         rounds += 1
         stats.update(result.stats)
         objects.extend(result.objects or [])
+        orphans.extend(result.orphans or [])
         position = (
             Position(position.step + 1)
             if result.done
             else Position(position.step, result.after, result.inner)
         )
-        if time.monotonic() >= deadline or len(objects) + run.limit > MAX_OBJECTS_PER_JOB:
+        if (
+            time.monotonic() >= deadline
+            or len(objects) + len(orphans) + run.limit > MAX_OBJECTS_PER_JOB
+            or stats["s3_objects_listed"] >= MAX_KEYS_LISTED_PER_JOB
+        ):
             break
     finished = position.step >= len(steps)
     _report(data, stats, rounds, finished)
@@ -168,6 +191,9 @@ def cleanup(job: Job[CleanupData], session: Session) -> list[Effect]:
     if objects:
         assert settings.attachments_bucket is not None
         effects.append(DeleteAttachmentObjects(bucket=settings.attachments_bucket, objects=objects))
+    if orphans:
+        assert settings.attachments_bucket is not None
+        effects.append(DeleteOrphanObjects(bucket=settings.attachments_bucket, keys=orphans))
     if not finished:
         continuation = CLEANUP.new(
             data.model_copy(update={"cursor": position.dump(steps)}),
@@ -225,8 +251,9 @@ def _deleted_conversation_round(run: Run, after: str | None, inner: str | None) 
         return Round(stats, done=True)
     if run.lock and not repository.lock_conversation(session, conversation):
         return Round(stats, done=False, after=str(conversation))  # another cleanup holds it
-    # A crypto-shredding service (the conversation's data keys destroyed first) would be called here: none
-    # exists yet in shared/services.
+    # Crypto-shredding first: its sealed content is unreadable from this commit on, whatever is left.
+    if not run.data.dry_run and (shredded := shred_conversation(session, conversation)):
+        stats["key_versions_shredded"] += shredded
     messages = repository.pick_conversation_messages(
         session, conversation, _uuid(inner) if run.data.dry_run else None, limit
     )
@@ -260,6 +287,45 @@ def _attachment_round(run: Run, after: str | None, _: str | None) -> Round:
     return Round(stats, done, last, objects=objects)
 
 
+def _orphan_round(run: Run, after: str | None, _: str | None) -> Round:
+    """One page of the attachments prefix after ``after``: its keys that no row names and that are older
+    than the minimum age are orphans (reported; deleted after commit only when the setting asks)."""
+    from shared.bootstrap import dependencies
+
+    settings = run.settings
+    params: dict[str, Any] = {"Bucket": settings.attachments_bucket, "MaxKeys": run.limit}
+    if settings.attachments_prefix:
+        params["Prefix"] = settings.attachments_prefix
+    if after is not None:
+        params["StartAfter"] = after
+    try:
+        page = dependencies().aws.s3().list_objects_v2(**params)
+    except (ClientError, BotoCoreError) as exc:
+        raise DependencyThrottled(f"S3 refused ListObjectsV2: {type(exc).__name__}") from exc
+    listed = page.get("Contents") or []
+    cutoff = run.now - timedelta(hours=settings.cleanup_orphan_min_age_hours)
+    keys = [obj["Key"] for obj in listed]
+    known = repository.known_storage_keys(run.session, keys)
+    orphans = [obj["Key"] for obj in listed if obj["Key"] not in known and obj["LastModified"] <= cutoff]
+    stats: Counter[str] = Counter({"s3_objects_listed": len(keys), "orphan_objects_found": len(orphans)})
+    if orphans:
+        logger.warning("attachment objects without a row", extra={"count": len(orphans)})
+    done = not page.get("IsTruncated") or not keys
+    last = _cursor_key(keys[-1]) if keys else after
+    if not done and after is not None and last is not None and last <= after:
+        logger.warning("attachment keys too long to page through: the sweep stops here")
+        done = True
+    delete = settings.cleanup_delete_orphan_objects and not run.data.dry_run
+    return Round(stats, done, last, orphans=orphans if delete else None)
+
+
+def _cursor_key(key: str) -> str:
+    """``key``, shortened until the cursor holds it (as JSON) in MAX_CURSOR_KEY characters."""
+    while len(json.dumps(key)) > MAX_CURSOR_KEY:
+        key = key[: len(key) * 9 // 10]
+    return key
+
+
 def _inbox_round(run: Run, after: str | None, _: str | None) -> Round:
     cutoff = run.days_ago(run.settings.cleanup_inbox_retention_days)
     ids = repository.pick_inbox_rows(run.session, cutoff, _uuid(after), run.limit, lock=run.lock)
@@ -283,6 +349,7 @@ _ROUNDS = {
     "old-messages/hard": _hard_delete_round,
     "deleted-conversations": _deleted_conversation_round,
     "expired-attachments": _attachment_round,
+    "expired-attachments/orphans": _orphan_round,
     "housekeeping/inbox": _inbox_round,
     "housekeeping/failures": _failures_round,
 }
@@ -327,35 +394,9 @@ class DeleteAttachmentObjects(Effect):
     objects: list[S3Object]
 
     def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
-        s3 = deps.aws.s3()
-        deleted: list[uuid.UUID] = []
-        errors: Counter[str] = Counter()
-        calls = 0
-        for start in range(0, len(self.objects), S3_DELETE_BATCH):
-            chunk = self.objects[start : start + S3_DELETE_BATCH]
-            pending = {obj.key: obj for obj in chunk}
-            refused: dict[str, str] = {}
-            for attempt in range(S3_ATTEMPTS):
-                calls += 1
-                try:
-                    result = s3.delete_objects(
-                        Bucket=self.bucket,
-                        Delete={"Objects": [{"Key": key} for key in pending], "Quiet": True},
-                    )
-                except (ClientError, BotoCoreError) as exc:
-                    raise DependencyThrottled(f"S3 refused DeleteObjects: {type(exc).__name__}") from exc
-                refused = {
-                    error["Key"]: str(error.get("Code", "?"))
-                    for error in result.get("Errors") or []
-                    if error.get("Key") in pending and error.get("Code") != GONE
-                }
-                deleted.extend(obj.id for key, obj in pending.items() if key not in refused)
-                pending = {key: pending[key] for key in refused}
-                if not pending:
-                    break
-                if attempt < S3_ATTEMPTS - 1:
-                    time.sleep(0.05 * 2**attempt)
-            errors.update(refused.values())
+        ids = {obj.key: obj.id for obj in self.objects}
+        gone, errors, calls = delete_keys(deps.aws.s3(), self.bucket, list(ids))
+        deleted = [ids[key] for key in gone]
         rows = repository.delete_attachment_rows(session, deleted) if deleted else 0
         stats = {
             "s3_objects_deleted": len(deleted),
@@ -364,6 +405,60 @@ class DeleteAttachmentObjects(Effect):
         }
         logger.info(
             "attachment objects deleted", extra={"stats": stats, "s3_calls": calls, "codes": sorted(errors)}
+        )
+        for key, value in stats.items():
+            metrics.add_metric(name=_metric_name(key), unit=MetricUnit.Count, value=value)
+        return []
+
+
+def delete_keys(s3: Any, bucket: str, keys: list[str]) -> tuple[list[str], Counter[str], int]:
+    """DeleteObjects, 1,000 keys per call; keys S3 refuses are retried (a key already gone is deleted).
+    Returns the deleted keys, the codes of the keys S3 kept refusing, and the number of calls. A call S3
+    refuses as a whole retries the job."""
+    deleted: list[str] = []
+    errors: Counter[str] = Counter()
+    calls = 0
+    for start in range(0, len(keys), S3_DELETE_BATCH):
+        pending = list(dict.fromkeys(keys[start : start + S3_DELETE_BATCH]))
+        refused: dict[str, str] = {}
+        for attempt in range(S3_ATTEMPTS):
+            calls += 1
+            try:
+                result = s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": key} for key in pending], "Quiet": True}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise DependencyThrottled(f"S3 refused DeleteObjects: {type(exc).__name__}") from exc
+            refused = {
+                error["Key"]: str(error.get("Code", "?"))
+                for error in result.get("Errors") or []
+                if error.get("Key") in pending and error.get("Code") != GONE
+            }
+            deleted.extend(key for key in pending if key not in refused)
+            pending = [key for key in pending if key in refused]
+            if not pending:
+                break
+            if attempt < S3_ATTEMPTS - 1:
+                time.sleep(0.05 * 2**attempt)
+        errors.update(refused.values())
+    return deleted, errors, calls
+
+
+class DeleteOrphanObjects(Effect):
+    """After commit (with CLEANUP_DELETE_ORPHAN_OBJECTS): delete the objects the sweep found without a row,
+    except those that a row names by now."""
+
+    kind: Literal["cleanup.delete-orphans"] = "cleanup.delete-orphans"
+    bucket: str
+    keys: list[str]
+
+    def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
+        known = repository.known_storage_keys(session, self.keys)
+        keys = [key for key in self.keys if key not in known]
+        deleted, errors, calls = delete_keys(deps.aws.s3(), self.bucket, keys)
+        stats = {"orphan_objects_deleted": len(deleted), "s3_errors": sum(errors.values())}
+        logger.info(
+            "orphan objects deleted", extra={"stats": stats, "s3_calls": calls, "codes": sorted(errors)}
         )
         for key, value in stats.items():
             metrics.add_metric(name=_metric_name(key), unit=MetricUnit.Count, value=value)

@@ -22,6 +22,7 @@ from shared.db.models import (
     User,
 )
 from shared.jobs import SendMessageData
+from shared.services.crypto.keys import Sealed
 
 
 def load_conversation(
@@ -52,9 +53,10 @@ def load_conversation(
     ).one_or_none()
 
 
-def insert_message(session: Session, data: SendMessageData) -> Any:
+def insert_message(session: Session, data: SendMessageData, sealed: Sealed | None = None) -> Any:
     """Insert with the next seq, or turn a pre-inserted ``sending`` row into ``sent``; returns (id, seq,
-    content, content_type, created_at), or None if the message already exists in any other state."""
+    content, content_type, created_at), or None if the message already exists in any other state. With
+    ``sealed`` the new row holds the sealed content and no plaintext (a pre-inserted row keeps its own)."""
     next_seq = (
         select(func.coalesce(func.max(Message.seq), 0) + 1)
         .where(Message.conversation_id == data.conversation_id)
@@ -65,7 +67,11 @@ def insert_message(session: Session, data: SendMessageData) -> Any:
         conversation_id=data.conversation_id,
         sender_id=data.sender_id,
         seq=next_seq,
-        content=data.content,
+        content=None if sealed else data.content,
+        content_ciphertext=sealed.ciphertext if sealed else None,
+        content_nonce=sealed.nonce if sealed else None,
+        encryption_key_version=sealed.key_version if sealed else None,
+        encryption_algorithm=sealed.algorithm if sealed else None,
         content_type=data.content_type,
         reply_to_id=data.reply_to_id,
         status="sent",

@@ -1,6 +1,11 @@
 """send-message (docs/contracts.md §5): persist a message with the next per-conversation ``seq``, one pending
 delivery per recipient, in a constant number of statements whatever the number of recipients; then, after
-commit, index it, broadcast ``message.new`` and notify the recipients no connection reached."""
+commit, index it, broadcast ``message.new`` and notify the recipients no connection reached.
+
+In a conversation with ``encryption_enabled`` the content is sealed inline (shared/services/crypto) and
+plaintext is never at rest: the row holds only the sealed columns, the pending ``message.new`` effect holds
+the message id (it reads and opens the message when performed), notifications carry a generic body, and the
+message is not indexed (encrypted conversations have no search index yet)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from shared.jobs import INDEXING, NOTIFICATION, IndexingData, Job, NotificationD
 from shared.runtime.effects import Effect
 from shared.services.connections.broadcast import broadcast
 from shared.services.connections.gateway import connections_api
+from shared.services.crypto import repository as crypto_repository
+from shared.services.crypto.keys import KeyRing
 from shared.services.messages import repository
 from shared.services.queues import EnqueueJobs
 
@@ -24,12 +31,13 @@ if TYPE_CHECKING:
 NOTIFICATION_PREVIEW_CHARS = 140
 
 
-def send_message(job: Job[SendMessageData], session: Session) -> list[Effect]:
+def send_message(job: Job[SendMessageData], session: Session, keys: KeyRing | None = None) -> list[Effect]:
     """Persist the message of ``job`` and return its post-commit effects.
 
     The same ``message_id`` sent again (under another job id) is one message: nothing is written and nothing
     is broadcast twice. A message pre-inserted by the chat API in status ``sending`` becomes ``sent`` here,
-    atomically with its deliveries."""
+    atomically with its deliveries. ``keys`` seals the content of an encrypted conversation; without it such a
+    conversation is refused (``encryption-not-available``)."""
     data = job.data
     context = repository.load_conversation(session, data.conversation_id, data.sender_id, data.reply_to_id)
     if context is None or context.deleted_at is not None:
@@ -37,15 +45,19 @@ def send_message(job: Job[SendMessageData], session: Session) -> list[Effect]:
     participants: list[uuid.UUID] = context.participants or []
     if data.sender_id not in participants:
         raise NotAParticipant("the sender is not an active participant of the conversation")
-    if context.encryption_enabled:
-        raise EncryptionNotAvailable(
-            "conversation requires encryption at rest, not available in this release"
-        )
+    encrypted = bool(context.encryption_enabled)
+    if encrypted and keys is None:
+        raise EncryptionNotAvailable("conversation requires encryption at rest; no key ring configured")
     if data.reply_to_id is not None and not context.reply_to_found:
         raise UnknownEntity("reply_to_id is not a message of this conversation")
     recipients = _recipients(participants, data.sender_id, data.recipient_ids)
 
-    stored = repository.insert_message(session, data)
+    sealed = (
+        keys.seal(session, data.conversation_id, data.message_id, data.content)
+        if keys is not None and encrypted
+        else None
+    )
+    stored = repository.insert_message(session, data, sealed)
     if stored is None:
         existing = repository.message_owner(session, data.message_id)
         if (existing.conversation_id, existing.sender_id) != (data.conversation_id, data.sender_id):
@@ -61,8 +73,19 @@ def send_message(job: Job[SendMessageData], session: Session) -> list[Effect]:
                 f"{wanted - linked} of {wanted} attachment(s) unknown, deleted, attached to another message "
                 "or not uploaded by the sender"
             )
+    if keys is not None and stored.content is not None and encrypted:
+        # a row the chat API pre-inserted with plaintext: sealed in this transaction too
+        resealed = keys.seal(session, data.conversation_id, data.message_id, stored.content)
+        crypto_repository.store_sealed(
+            session,
+            data.message_id,
+            resealed.ciphertext,
+            resealed.nonce,
+            resealed.key_version,
+            resealed.algorithm,
+        )
     _count_in_batch(job, session, "sent", _single(recipients))
-    return _effects(job, stored, participants, recipients, context.sender_name)
+    return _effects(job, stored, participants, recipients, context.sender_name, encrypted)
 
 
 def record_dead_letter(job: Job[SendMessageData], session: Session) -> None:
@@ -130,9 +153,20 @@ class BroadcastNewMessage(Effect):
     user_ids: list[uuid.UUID]
     frames: list[dict[str, Any]]
     notify_offline: OfflineNotification | None = None
+    # A sealed message: the frames' ``message.content`` is filled in from it (opened in memory) at perform.
+    sealed_message_id: uuid.UUID | None = None
 
     def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
-        result = broadcast(session, connections_api(deps), self.user_ids, self.frames, deps.settings)
+        frames = self.frames
+        if self.sealed_message_id is not None:
+            message = crypto_repository.sealed_message(session, self.sealed_message_id)
+            if message is None or (message.content_ciphertext is None and message.content is None):
+                return []  # deleted or purged since: nothing left to show
+            content = message.content
+            if message.content_ciphertext is not None:
+                content = KeyRing.of(deps).open(session, message)
+            frames = [{**frame, "message": {**frame["message"], "content": content}} for frame in frames]
+        result = broadcast(session, connections_api(deps), self.user_ids, frames, deps.settings)
         offline = self.notify_offline
         if offline is None:
             return []
@@ -156,6 +190,7 @@ def _effects(
     participants: list[uuid.UUID],
     recipients: list[uuid.UUID],
     sender_name: str | None,
+    encrypted: bool = False,
 ) -> list[Effect]:
     data = job.data
     indexing = INDEXING.new(
@@ -170,31 +205,36 @@ def _effects(
             "conversation_id": str(data.conversation_id),
             "sender_id": str(data.sender_id),
             "seq": stored.seq,
-            "content": stored.content,
+            "content": None if encrypted else stored.content,
             "content_type": stored.content_type,
             "created_at": stored.created_at.isoformat(),
             "reply_to_id": str(data.reply_to_id) if data.reply_to_id else None,
             "attachment_ids": [str(a) for a in data.attachment_ids or []],
         },
     }
-    preview = stored.content or ""
+    preview = "" if encrypted else stored.content or ""
+    if encrypted:  # no plaintext in notification rows or a provider's payload
+        body = f"New message from {sender_name}"[:4_000] if sender_name else "New message"
+    elif len(preview) > NOTIFICATION_PREVIEW_CHARS:
+        body = preview[:NOTIFICATION_PREVIEW_CHARS] + "…"
+    else:
+        body = preview or "New message"
     notification = {
         "category": "message",
         "title": (sender_name or "New message")[:200],
-        "body": (preview[:NOTIFICATION_PREVIEW_CHARS] + "…")
-        if len(preview) > NOTIFICATION_PREVIEW_CHARS
-        else (preview or "New message"),
+        "body": body,
         "conversation_id": str(data.conversation_id),
         "message_id": str(data.message_id),
         "data": {"conversation_id": str(data.conversation_id), "message_id": str(data.message_id)},
     }
-    return [
-        EnqueueJobs.of(INDEXING, [indexing]),
-        BroadcastNewMessage(
-            user_ids=participants,
-            frames=[frame],
-            notify_offline=OfflineNotification(recipient_ids=recipients, notification=notification)
-            if recipients
-            else None,
-        ),
-    ]
+    broadcast_effect = BroadcastNewMessage(
+        user_ids=participants,
+        frames=[frame],
+        notify_offline=OfflineNotification(recipient_ids=recipients, notification=notification)
+        if recipients
+        else None,
+        sealed_message_id=data.message_id if encrypted else None,
+    )
+    if encrypted:  # encrypted conversations have no search index yet: nothing to enqueue
+        return [broadcast_effect]
+    return [EnqueueJobs.of(INDEXING, [indexing]), broadcast_effect]

@@ -1,0 +1,240 @@
+"""Envelope encryption of message content.
+
+Each conversation has numbered data key versions. A version is a 256-bit key from KMS ``GenerateDataKey``
+(``AES_256``) with the encryption context ``{"conversation_id", "key_version"}``; only its wrapped form is
+stored (``encryption_keys``). Content is sealed with AES-256-GCM under the conversation's newest version: a
+random 96-bit nonce per message, and associated data binding the message id, the conversation id and the key
+version, so a ciphertext moved to another message, another conversation or another version does not open. A
+version seals at most ENCRYPTION_MAX_MESSAGES_PER_KEY messages (2**30 by default, far under the 2**32 bound of
+random nonces); the seal after that makes the next version.
+
+Plaintext data keys are cached per container (:data:`DATA_KEYS`), for at most ENCRYPTION_KEY_CACHE_SECONDS
+and at most ENCRYPTION_KEY_CACHE_SIZE of them: one KMS call per conversation and TTL, not per message. Key
+material never appears in a log, a repr or an exception message.
+
+KMS is called inside the job's transaction (the data key is needed to write the sealed row); a KMS failure
+other than a refused unwrap is transient, so the job is retried with nothing committed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.orm import Session
+
+from shared.errors import ConfigurationError, EncryptionKeyUnavailable, SealedContentRefused
+from shared.services.crypto import repository
+
+if TYPE_CHECKING:
+    from shared.aws import AwsClients
+    from shared.bootstrap import Dependencies
+    from shared.config import Settings
+
+ALGORITHM = "aes-256-gcm"
+NONCE_BYTES = 12
+_AAD_PREFIX = b"switchboard/message/v1"
+# KMS errors that say the wrapped key itself will never unwrap (not a passing failure).
+_REFUSED_UNWRAP = {"InvalidCiphertextException", "IncorrectKeyException", "NotFoundException"}
+
+
+@dataclass(frozen=True)
+class Sealed:
+    ciphertext: bytes
+    nonce: bytes
+    key_version: int
+    algorithm: str = ALGORITHM
+
+
+@dataclass(frozen=True)
+class _DataKey:
+    key: bytes = field(repr=False)
+    expires: float
+
+
+class DataKeyCache:
+    """Plaintext data keys of this container: (conversation, version, wrapped key) -> key, with a TTL and a
+    size bound given on each call (the settings of the invocation). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[tuple[uuid.UUID, int, bytes], _DataKey] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DataKeyCache({len(self._keys)} keys)"
+
+    def get(self, ident: tuple[uuid.UUID, int, bytes]) -> bytes | None:
+        with self._lock:
+            entry = self._keys.get(ident)
+            if entry is None:
+                return None
+            if entry.expires <= time.monotonic():
+                del self._keys[ident]
+                return None
+            self._keys.move_to_end(ident)
+            return entry.key
+
+    def put(self, ident: tuple[uuid.UUID, int, bytes], key: bytes, ttl: float, size: int) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._keys[ident] = _DataKey(key, time.monotonic() + ttl)
+            self._keys.move_to_end(ident)
+            while len(self._keys) > size:
+                self._keys.popitem(last=False)
+
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        with self._lock:
+            for ident in [i for i in self._keys if i[0] == conversation_id]:
+                del self._keys[ident]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+DATA_KEYS = DataKeyCache()
+
+
+def associated_data(message_id: uuid.UUID, conversation_id: uuid.UUID, key_version: int) -> bytes:
+    return b"|".join(
+        (_AAD_PREFIX, str(message_id).encode(), str(conversation_id).encode(), str(key_version).encode())
+    )
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Seals and opens message content with the conversation's data keys. Built per invocation from the
+    function's dependencies (:meth:`of`); it creates no client until KMS is first needed."""
+
+    aws: AwsClients
+    settings: Settings
+    cache: DataKeyCache = DATA_KEYS
+
+    @classmethod
+    def of(cls, deps: Dependencies) -> KeyRing:
+        return cls(deps.aws, deps.settings)
+
+    @property
+    def kms_key_arn(self) -> str:
+        arn = self.settings.encryption_key_arn
+        if not arn:
+            raise ConfigurationError("ENCRYPTION_KEY_ARN is not set")
+        return arn
+
+    # --- sealing ---------------------------------------------------------------------------------------
+
+    def seal(
+        self, session: Session, conversation_id: uuid.UUID, message_id: uuid.UUID, plaintext: str
+    ) -> Sealed:
+        """``plaintext`` sealed under the conversation's newest key version (made, or the next one made,
+        as needed); one seal is counted against that version in ``session``."""
+        limit = self.settings.encryption_max_messages_per_key
+        for _ in range(3):
+            claimed = repository.claim_seal(session, conversation_id, limit)
+            if claimed is not None:
+                version = claimed.key_version
+                key = self._unwrap(conversation_id, version, claimed.wrapped_key, claimed.kms_key_id)
+                return self._seal_with(key, conversation_id, message_id, version, plaintext)
+            newest = repository.newest_version(session, conversation_id) or 0
+            self._new_version(session, conversation_id, newest + 1)
+        raise RuntimeError("could not claim a key version after creating one")  # pragma: no cover
+
+    def new_version(self, session: Session, conversation_id: uuid.UUID) -> int:
+        """Make the conversation's next key version (later seals use it); returns its number."""
+        version = (repository.newest_version(session, conversation_id) or 0) + 1
+        self._new_version(session, conversation_id, version)
+        return version
+
+    def _new_version(self, session: Session, conversation_id: uuid.UUID, version: int) -> None:
+        kms_key = self.kms_key_arn
+        response = self.aws.kms().generate_data_key(
+            KeyId=kms_key, KeySpec="AES_256", EncryptionContext=_context(conversation_id, version)
+        )
+        wrapped = bytes(response["CiphertextBlob"])
+        if repository.insert_key(session, conversation_id, version, wrapped, kms_key):
+            self.cache.put(
+                (conversation_id, version, wrapped),
+                bytes(response["Plaintext"]),
+                self.settings.encryption_key_cache_seconds,
+                self.settings.encryption_key_cache_size,
+            )
+
+    @staticmethod
+    def _seal_with(
+        key: bytes, conversation_id: uuid.UUID, message_id: uuid.UUID, version: int, plaintext: str
+    ) -> Sealed:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = associated_data(message_id, conversation_id, version)
+        return Sealed(AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), aad), nonce, version)
+
+    # --- opening ---------------------------------------------------------------------------------------
+
+    def open(self, session: Session, message: Any) -> str:
+        """The plaintext of a sealed message row (``id``, ``conversation_id``, ``content_ciphertext``,
+        ``content_nonce``, ``encryption_key_version``, ``encryption_algorithm``). Fails closed: anything
+        altered raises :class:`SealedContentRefused`, a missing key :class:`EncryptionKeyUnavailable`."""
+        version = message.encryption_key_version
+        where = f"message {message.id} (key version {version})"
+        if message.encryption_algorithm != ALGORITHM:
+            raise SealedContentRefused(f"{where}: unknown algorithm tag")
+        if not message.content_ciphertext or message.content_nonce is None or version is None:
+            raise SealedContentRefused(f"{where}: sealed columns incomplete")
+        if len(message.content_nonce) != NONCE_BYTES:
+            raise SealedContentRefused(f"{where}: nonce is not {NONCE_BYTES} bytes")
+        stored = repository.wrapped_key(session, message.conversation_id, version)
+        if stored is None:
+            raise EncryptionKeyUnavailable(f"{where}: no such key version (shredded or never made)")
+        key = self._unwrap(message.conversation_id, version, stored.wrapped_key, stored.kms_key_id)
+        aad = associated_data(message.id, message.conversation_id, version)
+        try:
+            nonce, ciphertext = bytes(message.content_nonce), bytes(message.content_ciphertext)
+            plaintext = AESGCM(key).decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise SealedContentRefused(
+                f"{where}: authentication failed (ciphertext, nonce or key version altered, or content "
+                "copied from another message)"
+            ) from None
+        try:
+            return plaintext.decode("utf-8")
+        except UnicodeDecodeError:  # authenticated but not what a seal writes: refuse it all the same
+            raise SealedContentRefused(f"{where}: sealed content is not text") from None
+
+    def _unwrap(self, conversation_id: uuid.UUID, version: int, wrapped: bytes, kms_key_id: str) -> bytes:
+        ident = (conversation_id, version, bytes(wrapped))
+        cached = self.cache.get(ident)
+        if cached is not None:
+            return cached
+        try:
+            response = self.aws.kms().decrypt(
+                CiphertextBlob=bytes(wrapped),
+                KeyId=kms_key_id,
+                EncryptionContext=_context(conversation_id, version),
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _REFUSED_UNWRAP:
+                raise EncryptionKeyUnavailable(
+                    f"KMS refused to unwrap key version {version} of conversation {conversation_id} ({code})"
+                ) from None
+            raise
+        key = bytes(response["Plaintext"])
+        self.cache.put(
+            ident, key, self.settings.encryption_key_cache_seconds, self.settings.encryption_key_cache_size
+        )
+        return key
+
+
+def _context(conversation_id: uuid.UUID, version: int) -> dict[str, str]:
+    return {"conversation_id": str(conversation_id), "key_version": str(version)}
