@@ -73,7 +73,10 @@ class User(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (CheckConstraint(_one_of("kind", ("direct", "group")), name="kind"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ("direct", "group")), name="kind"),
+        CheckConstraint("retention_days >= 1", name="retention_days"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -83,6 +86,8 @@ class Conversation(Base):
     deleted_at: Mapped[datetime | None]
     # The text search configuration of this conversation's index and of queries against it (migration 0005).
     search_config: Mapped[str] = mapped_column(REGCONFIG, server_default=text("'simple'::regconfig"))
+    # Days its messages are kept (set by the chat API; null: cleanup's default). Migration 0008.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class ConversationParticipant(Base):

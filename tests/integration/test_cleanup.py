@@ -157,6 +157,22 @@ def test_the_retention_defaults_to_the_setting(cleaner, world, monkeypatch):
     assert world.message(old).deleted_at is not None
 
 
+def test_a_conversations_own_retention_wins_over_the_jobs(cleaner, world):
+    # Given a conversation keeping messages 7 days and another without a retention of its own
+    alice, bob = world.user("alice"), world.user("bob")
+    short, default = world.conversation([alice, bob]), world.conversation([alice, bob])
+    with world.engine.begin() as conn:
+        conn.execute(update(Conversation).where(Conversation.id == short).values(retention_days=7))
+    expired = _message(world, short, alice, age_days=10)
+    fresh = _message(world, short, alice, age_days=2)
+    kept = _message(world, default, alice, age_days=10)
+    # When cleanup runs with a 30-day retention
+    _run(cleaner, _cleanup("old-messages", retention_days=30))
+    # Then the short conversation's 10-day-old message is gone, and the other's is kept by the job's 30 days
+    assert world.message(expired).deleted_at is not None
+    assert world.message(fresh).deleted_at is None and world.message(kept).deleted_at is None
+
+
 def test_hard_delete_purges_messages_past_the_grace_period_with_deliveries_reads_and_attachments(
     cleaner, world, monkeypatch
 ):

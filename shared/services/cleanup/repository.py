@@ -1,51 +1,64 @@
-"""Every query of cleanup (docs/contracts.md §5 cleanup). Set-based and bounded: each round picks at most
-``limit`` candidate keys after a stable cursor (``ORDER BY`` the key, ``LIMIT``; locked ``FOR UPDATE SKIP
-LOCKED`` unless it only counts), then acts on exactly those keys with a constant number of statements
-(``= ANY(:ids)``), so no statement touches more than one batch of rows however large the tables are.
+"""Every query of cleanup (docs/contracts.md §5 cleanup), on the mapped tables. Set-based and bounded: each
+round picks at most ``limit`` candidate keys after a stable cursor (``ORDER BY`` the key, ``LIMIT``; locked
+``FOR UPDATE SKIP LOCKED`` unless it only counts), then acts on exactly those keys with a constant number of
+statements (``= ANY(:ids)``): no statement touches more than one batch of rows however large the tables.
 
 A pick returns the keys in order; the caller's cursor is the last one, and a pick shorter than ``limit``
 means the task has nothing more after the cursor."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, bindparam, text
+from sqlalchemy import BigInteger, ColumnElement, Text, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from shared.db.models import UUID_ARRAY
+from shared.db.models import (
+    UUID_ARRAY,
+    Attachment,
+    Conversation,
+    ConversationParticipant,
+    InAppNotification,
+    JobFailure,
+    JobInbox,
+    Message,
+    MessageDelivery,
+    MessageRead,
+    MessageSearch,
+    MutedConversation,
+)
 
 _BIGINT_ARRAY = ARRAY(BigInteger)
 _TEXT_ARRAY = ARRAY(Text)
+# Bulk statements on keys: nothing in the session to keep in step with them.
+_NO_SYNC = {"synchronize_session": False}
 
 
-_AFTER = re.compile(r"\(CAST\(:after AS (\w+)\) IS NULL OR (\w+) > CAST\(:after AS \w+\)\)")
+def _after(statement: Any, key: Any, after: Any) -> Any:
+    """The cursor as an index bound, ``key > :after`` (nothing before the first batch). Written as ``(:after
+    IS NULL OR key > :after)`` the planner could not bound the index scan with it, and every pick would walk
+    the index from its start: quadratic over a long task."""
+    return statement if after is None else statement.where(key > after)
 
 
-def _keyset(sql: str, after: Any) -> str:
-    """The cursor condition as an index bound: ``key > :after``, or nothing before the first batch. (Written
-    as ``(:after IS NULL OR key > :after)`` the planner cannot bound the index scan with it, and every pick
-    would walk the index from its start: quadratic over a long task.)"""
-    return _AFTER.sub(
-        lambda m: "TRUE" if after is None else f"{m.group(2)} > CAST(:after AS {m.group(1)})", sql
-    )
+def _pick(
+    session: Session, key: Any, *conditions: ColumnElement[bool], after: Any, limit: int, lock: bool
+) -> list[Any]:
+    statement = _after(select(key).where(*conditions), key, after).order_by(key).limit(limit)
+    if lock:
+        statement = statement.with_for_update(skip_locked=True)
+    return list(session.execute(statement).scalars())
 
 
-def _pick(session: Session, sql: str, *, lock: bool, **params: Any) -> list[Any]:
-    statement = text(_keyset(sql, params.get("after")) + (" FOR UPDATE SKIP LOCKED" if lock else ""))
-    return list(session.execute(statement, params).scalars())
+def _ids(ids: list[uuid.UUID]) -> Any:
+    return any_(bindparam("ids", ids, type_=UUID_ARRAY))
 
 
-def _ids(name: str, ids: list[uuid.UUID]) -> Any:
-    return bindparam(name, ids, type_=UUID_ARRAY)
-
-
-def _count(session: Session, sql: str, *binds: Any, **params: Any) -> int:
-    result: Any = session.execute(text(sql).bindparams(*binds), params)
+def _count(session: Session, statement: Any) -> int:
+    result: Any = session.execute(statement, execution_options=_NO_SYNC)
     return int(result.rowcount or 0)
 
 
@@ -53,33 +66,41 @@ def _count(session: Session, sql: str, *binds: Any, **params: Any) -> int:
 
 
 def pick_messages_to_soft_delete(
-    session: Session, cutoff: datetime, after: uuid.UUID | None, limit: int, *, lock: bool
+    session: Session, now: datetime, default_days: int, after: uuid.UUID | None, limit: int, *, lock: bool
 ) -> list[uuid.UUID]:
-    """Messages created before ``cutoff`` and not deleted yet, by id after ``after``."""
-    return _pick(
-        session,
-        "SELECT id FROM messages WHERE deleted_at IS NULL AND created_at < :cutoff"
-        " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit",
-        lock=lock,
-        cutoff=cutoff,
-        after=after,
-        limit=limit,
+    """Messages not deleted yet and older than their conversation's ``retention_days`` (else
+    ``default_days``), by id after ``after``."""
+    days = func.coalesce(Conversation.retention_days, default_days)
+    statement = (
+        _after(
+            select(Message.id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.deleted_at.is_(None), Message.created_at < now - func.make_interval(0, 0, 0, days)
+            ),
+            Message.id,
+            after,
+        )
+        .order_by(Message.id)
+        .limit(limit)
     )
+    if lock:
+        statement = statement.with_for_update(of=Message, skip_locked=True)
+    return list(session.execute(statement).scalars())
 
 
 def soft_delete_messages(session: Session, ids: list[uuid.UUID], now: datetime) -> int:
     """Clear the content (plaintext and sealed) and set ``deleted_at``."""
     return _count(
         session,
-        "UPDATE messages SET content = NULL, content_ciphertext = NULL, content_nonce = NULL,"
-        " deleted_at = :now WHERE id = ANY(:ids) AND deleted_at IS NULL",
-        _ids("ids", ids),
-        now=now,
+        update(Message)
+        .where(Message.id == _ids(ids), Message.deleted_at.is_(None))
+        .values(content=None, content_ciphertext=None, content_nonce=None, deleted_at=now),
     )
 
 
 def delete_search_entries(session: Session, ids: list[uuid.UUID]) -> int:
-    return _count(session, "DELETE FROM message_search WHERE message_id = ANY(:ids)", _ids("ids", ids))
+    return _count(session, delete(MessageSearch).where(MessageSearch.message_id == _ids(ids)))
 
 
 def pick_messages_to_purge(
@@ -87,13 +108,7 @@ def pick_messages_to_purge(
 ) -> list[uuid.UUID]:
     """Messages soft-deleted before ``deleted_before``, by id after ``after``."""
     return _pick(
-        session,
-        "SELECT id FROM messages WHERE deleted_at < :deleted_before"
-        " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit",
-        lock=lock,
-        deleted_before=deleted_before,
-        after=after,
-        limit=limit,
+        session, Message.id, Message.deleted_at < deleted_before, after=after, limit=limit, lock=lock
     )
 
 
@@ -104,19 +119,16 @@ def purge_messages(session: Session, ids: list[uuid.UUID], now: datetime) -> dic
     return {
         "search_entries_deleted": delete_search_entries(session, ids),
         "deliveries_deleted": _count(
-            session, "DELETE FROM message_deliveries WHERE message_id = ANY(:ids)", _ids("ids", ids)
+            session, delete(MessageDelivery).where(MessageDelivery.message_id == _ids(ids))
         ),
-        "reads_deleted": _count(
-            session, "DELETE FROM message_reads WHERE message_id = ANY(:ids)", _ids("ids", ids)
-        ),
+        "reads_deleted": _count(session, delete(MessageRead).where(MessageRead.message_id == _ids(ids))),
         "attachments_marked": _count(
             session,
-            "UPDATE attachments SET message_id = NULL, deleted_at = coalesce(deleted_at, :now)"
-            " WHERE message_id = ANY(:ids)",
-            _ids("ids", ids),
-            now=now,
+            update(Attachment)
+            .where(Attachment.message_id == _ids(ids))
+            .values(message_id=None, deleted_at=func.coalesce(Attachment.deleted_at, now)),
         ),
-        "messages_purged": _count(session, "DELETE FROM messages WHERE id = ANY(:ids)", _ids("ids", ids)),
+        "messages_purged": _count(session, delete(Message).where(Message.id == _ids(ids))),
     }
 
 
@@ -127,27 +139,18 @@ def next_deleted_conversation(
     session: Session, deleted_before: datetime, after: uuid.UUID | None
 ) -> uuid.UUID | None:
     """The first conversation soft-deleted before ``deleted_before`` with an id after ``after``."""
-    return session.execute(
-        text(
-            _keyset(
-                "SELECT id FROM conversations WHERE deleted_at < :deleted_before"
-                " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT 1",
-                after,
-            )
-        ),
-        {"deleted_before": deleted_before, "after": after},
-    ).scalar_one_or_none()
+    picked = _pick(
+        session, Conversation.id, Conversation.deleted_at < deleted_before, after=after, limit=1, lock=False
+    )
+    return picked[0] if picked else None
 
 
 def lock_conversation(session: Session, conversation_id: uuid.UUID) -> bool:
     """Lock the conversation row (a concurrent cleanup of it skips it); False if another holds it."""
-    return (
-        session.execute(
-            text("SELECT id FROM conversations WHERE id = :id FOR UPDATE SKIP LOCKED"),
-            {"id": conversation_id},
-        ).scalar_one_or_none()
-        is not None
-    )
+    locked = session.execute(
+        select(Conversation.id).where(Conversation.id == conversation_id).with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    return locked is not None
 
 
 def pick_conversation_messages(
@@ -155,55 +158,52 @@ def pick_conversation_messages(
 ) -> list[uuid.UUID]:
     """Up to ``limit`` messages of the conversation, by id after ``after`` (its row is locked)."""
     return _pick(
-        session,
-        "SELECT id FROM messages WHERE conversation_id = :conversation_id"
-        " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit",
-        lock=False,
-        conversation_id=conversation_id,
-        after=after,
-        limit=limit,
+        session, Message.id, Message.conversation_id == conversation_id, after=after, limit=limit, lock=False
     )
 
 
 def count_conversation_dependents(session: Session, conversation_id: uuid.UUID) -> dict[str, int]:
     """What a purge of the conversation would delete besides its messages (dry run; one statement)."""
+
+    def counted(model: Any) -> Any:
+        return (
+            select(func.count()).select_from(model).where(model.conversation_id == conversation_id)
+        ).scalar_subquery()
+
     row = session.execute(
-        text(
-            "SELECT (SELECT count(*) FROM conversation_participants WHERE conversation_id = :id),"
-            " (SELECT count(*) FROM muted_conversations WHERE conversation_id = :id),"
-            " (SELECT count(*) FROM in_app_notifications WHERE conversation_id = :id)"
-        ),
-        {"id": conversation_id},
+        select(counted(ConversationParticipant), counted(MutedConversation), counted(InAppNotification))
     ).one()
     return {"participants_deleted": row[0], "mutes_deleted": row[1], "in_app_notifications_deleted": row[2]}
 
 
 def delete_conversation_notifications(session: Session, conversation_id: uuid.UUID, limit: int) -> int:
     """At most ``limit`` in-app notifications referring to the conversation."""
-    return _count(
-        session,
-        "DELETE FROM in_app_notifications WHERE id IN (SELECT id FROM in_app_notifications"
-        " WHERE conversation_id = :id LIMIT :limit FOR UPDATE SKIP LOCKED)",
-        id=conversation_id,
-        limit=limit,
+    batch = (
+        select(InAppNotification.id)
+        .where(InAppNotification.conversation_id == conversation_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
+    return _count(session, delete(InAppNotification).where(InAppNotification.id.in_(batch)))
 
 
 def delete_conversation(session: Session, conversation_id: uuid.UUID) -> dict[str, int]:
     """Once its messages and notifications are gone: its search rows (none should be left), mutes,
     participants, then the row itself."""
-    params = {"id": conversation_id}
     return {
         "search_entries_deleted": _count(
-            session, "DELETE FROM message_search WHERE conversation_id = :id", **params
+            session, delete(MessageSearch).where(MessageSearch.conversation_id == conversation_id)
         ),
         "mutes_deleted": _count(
-            session, "DELETE FROM muted_conversations WHERE conversation_id = :id", **params
+            session, delete(MutedConversation).where(MutedConversation.conversation_id == conversation_id)
         ),
         "participants_deleted": _count(
-            session, "DELETE FROM conversation_participants WHERE conversation_id = :id", **params
+            session,
+            delete(ConversationParticipant).where(ConversationParticipant.conversation_id == conversation_id),
         ),
-        "conversations_purged": _count(session, "DELETE FROM conversations WHERE id = :id", **params),
+        "conversations_purged": _count(
+            session, delete(Conversation).where(Conversation.id == conversation_id)
+        ),
     }
 
 
@@ -214,34 +214,31 @@ def pick_expired_attachments(
     session: Session, now: datetime, after: uuid.UUID | None, limit: int, *, lock: bool
 ) -> list[Any]:
     """(id, storage_key) of attachments past ``expires_at`` or marked deleted, by id after ``after``."""
-    statement = text(
-        _keyset(
-            "SELECT id, storage_key FROM attachments WHERE (expires_at < :now OR deleted_at IS NOT NULL)"
-            " AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) ORDER BY id LIMIT :limit",
-            after,
-        )
-        + (" FOR UPDATE SKIP LOCKED" if lock else "")
+    expired = (Attachment.expires_at < now) | Attachment.deleted_at.is_not(None)
+    statement = (
+        _after(select(Attachment.id, Attachment.storage_key).where(expired), Attachment.id, after)
+        .order_by(Attachment.id)
+        .limit(limit)
     )
-    return list(session.execute(statement, {"now": now, "after": after, "limit": limit}).all())
+    if lock:
+        statement = statement.with_for_update(skip_locked=True)
+    return list(session.execute(statement).all())
 
 
 def delete_attachment_rows(session: Session, ids: list[uuid.UUID]) -> int:
     """The rows whose objects are gone (still expired or deleted: a row renewed meanwhile stays)."""
-    return _count(
-        session,
-        "DELETE FROM attachments WHERE id = ANY(:ids) AND (expires_at < now() OR deleted_at IS NOT NULL)",
-        _ids("ids", ids),
-    )
+    still_expired = (Attachment.expires_at < func.now()) | Attachment.deleted_at.is_not(None)
+    return _count(session, delete(Attachment).where(Attachment.id == _ids(ids), still_expired))
 
 
 def known_storage_keys(session: Session, keys: list[str]) -> set[str]:
     """Those of ``keys`` that an attachments row names (one statement, at most one listed page of keys)."""
     if not keys:
         return set()
-    statement = text("SELECT storage_key FROM attachments WHERE storage_key = ANY(:keys)").bindparams(
-        bindparam("keys", keys, type_=_TEXT_ARRAY)
+    listed = any_(bindparam("keys", keys, type_=_TEXT_ARRAY))
+    return set(
+        session.execute(select(Attachment.storage_key).where(Attachment.storage_key == listed)).scalars()
     )
-    return set(session.execute(statement).scalars())
 
 
 # --- housekeeping ----------------------------------------------------------------------------------------
@@ -252,34 +249,26 @@ def pick_inbox_rows(
 ) -> list[uuid.UUID]:
     return _pick(
         session,
-        "SELECT job_id FROM job_inbox WHERE completed_at < :completed_before"
-        " AND (CAST(:after AS uuid) IS NULL OR job_id > CAST(:after AS uuid)) ORDER BY job_id LIMIT :limit",
-        lock=lock,
-        completed_before=completed_before,
+        JobInbox.job_id,
+        JobInbox.completed_at < completed_before,
         after=after,
         limit=limit,
+        lock=lock,
     )
 
 
 def delete_inbox_rows(session: Session, ids: list[uuid.UUID]) -> int:
-    return _count(session, "DELETE FROM job_inbox WHERE job_id = ANY(:ids)", _ids("ids", ids))
+    return _count(session, delete(JobInbox).where(JobInbox.job_id == _ids(ids)))
 
 
 def pick_failures(
     session: Session, failed_before: datetime, after: int | None, limit: int, *, lock: bool
 ) -> list[int]:
     return _pick(
-        session,
-        "SELECT id FROM job_failures WHERE last_failed_at < :failed_before"
-        " AND (CAST(:after AS bigint) IS NULL OR id > CAST(:after AS bigint)) ORDER BY id LIMIT :limit",
-        lock=lock,
-        failed_before=failed_before,
-        after=after,
-        limit=limit,
+        session, JobFailure.id, JobFailure.last_failed_at < failed_before, after=after, limit=limit, lock=lock
     )
 
 
 def delete_failures(session: Session, ids: list[int]) -> int:
-    return _count(
-        session, "DELETE FROM job_failures WHERE id = ANY(:ids)", bindparam("ids", ids, type_=_BIGINT_ARRAY)
-    )
+    listed = any_(bindparam("ids", ids, type_=_BIGINT_ARRAY))
+    return _count(session, delete(JobFailure).where(JobFailure.id == listed))

@@ -213,9 +213,10 @@ def _next(keys: list[Any], limit: int) -> tuple[bool, str | None]:
 
 
 def _soft_delete_round(run: Run, after: str | None, _: str | None) -> Round:
+    # A conversation's own retention wins over the job's (its policy; the job's is a sweep-wide default).
     retention = run.data.retention_days or run.settings.cleanup_retention_days
     ids = repository.pick_messages_to_soft_delete(
-        run.session, run.days_ago(retention), _uuid(after), run.limit, lock=run.lock
+        run.session, run.now, retention, _uuid(after), run.limit, lock=run.lock
     )
     stats: Counter[str] = Counter()
     if run.data.dry_run:
