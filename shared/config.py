@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     # yet is not an orphan).
     cleanup_delete_orphan_objects: bool = False
     cleanup_orphan_min_age_hours: float = Field(default=24.0, ge=0)
+    # Keys the orphan sweep lists in one job before it continues with a cursor job (20 DeleteObjects calls).
+    cleanup_max_listed_keys: int = Field(default=20_000, ge=1)
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

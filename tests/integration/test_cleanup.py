@@ -418,13 +418,15 @@ def _put(key: str) -> None:
     boto3.client("s3", region_name="us-east-1").put_object(Bucket=BUCKET, Key=key, Body=b"x")
 
 
-def test_the_sweep_reports_objects_without_a_row_and_deletes_none_by_default(cleaner, world, monkeypatch):
+def test_the_sweep_reports_objects_without_a_row_and_deletes_none_by_default(
+    cleaner, world, monkeypatch, caplog
+):
     _settings(monkeypatch, CLEANUP_ORPHAN_MIN_AGE_HOURS=0)
     kept = _attachment(world, "attachments/kept.png", expired=False)
     _put("attachments/orphan-1.png")
     _put("attachments/orphan-2.png")
     _put("elsewhere/not-ours.png")  # outside the prefix: never listed
-    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments"))
+    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments"), caplog)
     assert stats["orphan_objects_found"] == 2 and stats["s3_objects_listed"] == 3
     assert _keys() == {
         "attachments/kept.png",
@@ -451,23 +453,20 @@ def test_the_sweep_deletes_orphans_when_the_setting_asks_and_pages_with_a_cursor
     assert _ids(world, Attachment.id) == {kept}
 
 
-def test_the_sweep_leaves_young_objects_and_a_dry_run_deletes_nothing(cleaner, world, monkeypatch):
+def test_the_sweep_leaves_young_objects_and_a_dry_run_deletes_nothing(cleaner, world, monkeypatch, caplog):
     _settings(monkeypatch, CLEANUP_DELETE_ORPHAN_OBJECTS="true")
     _put("attachments/uploading.png")  # its row is not written yet: younger than the minimum age (24 h)
-    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments"))
+    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments"), caplog)
     assert stats["orphan_objects_found"] == 0 and "attachments/uploading.png" in _keys()
     _settings(monkeypatch, CLEANUP_ORPHAN_MIN_AGE_HOURS=0)
-    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments", dry_run=True))
+    stats = _run_and_read_stats(cleaner, _cleanup("expired-attachments", dry_run=True), caplog)
     assert stats["orphan_objects_found"] == 1 and "attachments/uploading.png" in _keys()
 
 
 def test_the_sweep_stops_at_its_listing_bound_and_continues_with_a_cursor_job(
     cleaner, world, monkeypatch, aws
 ):
-    from shared.services.cleanup import service
-
-    _settings(monkeypatch, CLEANUP_ORPHAN_MIN_AGE_HOURS=0, CLEANUP_BATCH_SIZE=2)
-    monkeypatch.setattr(service, "MAX_KEYS_LISTED_PER_JOB", 2)
+    _settings(monkeypatch, CLEANUP_ORPHAN_MIN_AGE_HOURS=0, CLEANUP_BATCH_SIZE=2, CLEANUP_MAX_LISTED_KEYS=2)
     for name in ("a", "b", "c"):
         _put(f"attachments/{name}.png")
     cleaner.send(_cleanup("expired-attachments"))
@@ -477,20 +476,9 @@ def test_the_sweep_stops_at_its_listing_bound_and_continues_with_a_cursor_job(
     assert cursor == {"step": "expired-attachments/orphans", "after": "attachments/b.png"}
 
 
-def _run_and_read_stats(cleaner, body: dict[str, Any]) -> dict[str, int]:
-    """Run the job and return the stats it logged."""
-    from shared.services.cleanup import service
-
-    seen: list[dict[str, int]] = []
-    original = service._report
-
-    def report(data: Any, stats: Any, rounds: int, finished: bool) -> None:
-        seen.append(dict(stats))
-        original(data, stats, rounds, finished)
-
-    service._report = report
-    try:
+def _run_and_read_stats(cleaner, body: dict[str, Any], caplog) -> dict[str, int]:
+    """Run the job and return the statistics it logged."""
+    with caplog.at_level("INFO"):
         _run(cleaner, body)
-    finally:
-        service._report = original
-    return {k: v for stats in seen for k, v in stats.items()}
+    logged = [r.__dict__["stats"] for r in caplog.records if r.getMessage() == "cleanup rounds done"]
+    return {k: v for stats in logged for k, v in stats.items()}

@@ -15,7 +15,7 @@ A job runs a list of steps (``all`` runs every one, in dependency order):
   ``DeleteObjects`` after commit (:class:`DeleteAttachmentObjects`), then their rows.
 * ``expired-attachments/orphans`` (with ``expired-attachments`` and ``all``): the reconciling sweep. One
   ``ListObjectsV2`` page (at most CLEANUP_BATCH_SIZE keys under ATTACHMENTS_PREFIX, after the cursor's key)
-  per round, at most MAX_KEYS_LISTED_PER_JOB keys per job; keys older than CLEANUP_ORPHAN_MIN_AGE_HOURS that
+  per round, at most CLEANUP_MAX_LISTED_KEYS keys per job; keys older than CLEANUP_ORPHAN_MIN_AGE_HOURS that
   no attachments row names are orphans: counted, logged and emitted (``CleanupOrphanObjectsFound``), and
   deleted after commit (:class:`DeleteOrphanObjects`) only with CLEANUP_DELETE_ORPHAN_OBJECTS.
 * ``housekeeping/inbox``, ``housekeeping/failures`` (``all`` only): completed ``job_inbox`` rows and
@@ -61,7 +61,6 @@ S3_ATTEMPTS = 3
 MAX_OBJECTS_PER_JOB = 5 * S3_DELETE_BATCH
 GONE = "NoSuchKey"  # an object already gone is deleted
 # Keys the reconciling sweep lists per job at most (then its continuation goes on from the last one).
-MAX_KEYS_LISTED_PER_JOB = 20 * S3_DELETE_BATCH
 # A cursor holds at most this much of a key, as JSON (the cursor is at most 1,024 characters): a shortened
 # key makes the next listing start a little earlier, which only lists some keys twice.
 MAX_CURSOR_KEY = 900
@@ -182,7 +181,7 @@ def cleanup(job: Job[CleanupData], session: Session) -> list[Effect]:
         if (
             time.monotonic() >= deadline
             or len(objects) + len(orphans) + run.limit > MAX_OBJECTS_PER_JOB
-            or stats["s3_objects_listed"] >= MAX_KEYS_LISTED_PER_JOB
+            or stats["s3_objects_listed"] >= settings.cleanup_max_listed_keys
         ):
             break
     finished = position.step >= len(steps)
