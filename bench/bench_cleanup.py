@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database, quiet_local_aws  # noqa: E402 - after the path
+from infra.lambda_shapes import body_event  # noqa: E402 - after the path
 
 
 def main() -> None:
@@ -242,26 +243,7 @@ def _vm_hwm_kb() -> int:
 
 
 def _event(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": f"rh-{body['job_id']}",
-                "body": json.dumps(body),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "0",
-                    "SenderId": "bench",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-cleanup",
-                "awsRegion": "us-east-1",
-            }
-        ]
-    }
+    return body_event(json.dumps(body), "arn:aws:sqs:us-east-1:123456789012:bench-cleanup")
 
 
 if __name__ == "__main__":

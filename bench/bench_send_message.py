@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database, quiet_local_aws  # noqa: E402 - after the path
+from infra.lambda_shapes import body_event  # noqa: E402 - after the path
 
 SIZES = (2, 50, 1000)
 
@@ -182,28 +183,11 @@ def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]
             "content": f"benchmark message {i}",
         },
     }
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": f"rh-{job_id}",
-                "body": json.dumps(body),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "0",
-                    "MessageGroupId": str(conversation),
-                    "MessageDeduplicationId": job_id,
-                    "SenderId": "bench",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-send-message.fifo",
-                "awsRegion": "us-east-1",
-            }
-        ]
-    }
+    return body_event(
+        json.dumps(body),
+        "arn:aws:sqs:us-east-1:123456789012:bench-send-message.fifo",
+        group_id=str(conversation),
+    )
 
 
 def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uuid.UUID], n: int) -> float:

@@ -1,14 +1,14 @@
 """SendMessageFunction: the send-message queue (FIFO, one group per conversation).
 
-Messages of encrypted conversations are sealed inline: the handle binds a :class:`KeyRing` built from this
-invocation's dependencies (cheap; no KMS client until a conversation needs one)."""
+Messages of encrypted conversations are sealed inline: the handle builds a :class:`KeyRing` from the
+invocation's dependencies the runner hands it (cheap; no KMS client until a conversation needs one)."""
 
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.orm import Session
 
-from shared.bootstrap import dependencies
+from shared.bootstrap import Dependencies
 from shared.jobs import INDEXING, NOTIFICATION, SEND_MESSAGE, Job, SendMessageData
 from shared.observability import logger, metrics, tracer
 from shared.runtime import JobConsumer, run
@@ -17,8 +17,8 @@ from shared.services.crypto.keys import KeyRing
 from shared.services.messages import EFFECT_KINDS, record_dead_letter, send_message
 
 
-def handle(job: Job[SendMessageData], session: Session) -> list[Effect]:
-    return send_message(job, session, KeyRing.of(dependencies()))
+def handle(job: Job[SendMessageData], session: Session, deps: Dependencies) -> list[Effect]:
+    return send_message(job, session, KeyRing.of(deps))
 
 
 consumer = JobConsumer(

@@ -30,4 +30,3 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metric = "ClientFramesRefused" if outcome.error else f"ClientFrames{(outcome.action or '').title()}"
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     return {"statusCode": 200}
-

@@ -56,6 +56,22 @@ def sqs_event(messages: list[dict[str, Any]], source_arn: str, region: str = "us
     return {"Records": [_record(m, source_arn, region) for m in messages]}
 
 
+def body_event(body: str, source_arn: str, *, group_id: str | None = None) -> dict[str, Any]:
+    """The Lambda SQS event of one message with ``body`` that no queue handed out (benches, races in tests):
+    a first receive, with the FIFO group and a de-duplication id when ``group_id`` is given."""
+    message_id = str(uuid.uuid4())
+    attributes = {"ApproximateReceiveCount": "1"}
+    if group_id is not None:
+        attributes |= {"MessageGroupId": group_id, "MessageDeduplicationId": message_id}
+    message = {
+        "MessageId": message_id,
+        "ReceiptHandle": f"rh-{message_id}",
+        "Body": body,
+        "Attributes": attributes,
+    }
+    return sqs_event([message], source_arn)
+
+
 def _record(message: dict[str, Any], source_arn: str, region: str) -> dict[str, Any]:
     attributes = dict(message.get("Attributes") or {})
     attributes.setdefault("ApproximateReceiveCount", "1")

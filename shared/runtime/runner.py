@@ -48,7 +48,7 @@ from shared.runtime.effects import Effect, EffectKinds, perform_effects
 from shared.runtime.retry import backoff_seconds
 from shared.runtime.sqs import delay_redelivery, requeue, send_to_dead_letter_queue
 
-Handle = Callable[[Job[DataT], Session], Sequence[Effect]]
+Handle = Callable[[Job[DataT], Session, Dependencies], Sequence[Effect]]
 OnDeadLetter = Callable[[Job[DataT], Session], None]
 
 _LOG_KEYS = ["message_id", "job_id", "job_type", "correlation_id", "attempt"]
@@ -58,12 +58,12 @@ REDRIVE_ATTRIBUTE = "RedriveId"
 
 @dataclass(frozen=True)
 class JobConsumer(Generic[DataT]):
-    """How one function consumes one job type: ``handle(job, session)`` does the job's database work in
-    ``session`` (never commits) and returns the effects to perform after commit, of the registered
-    ``effects`` kinds; ``on_dead_letter(job, session)`` runs in the transaction that records a permanent
-    failure of a parsed job (e.g. to count it in batch progress). ``settings`` names the environment
-    variables the function needs besides DEAD_LETTER_QUEUE_URL; a missing one fails the invocation before
-    any record is touched."""
+    """How one function consumes one job type: ``handle(job, session, deps)`` does the job's database work in
+    ``session`` (never commits), with the invocation's dependencies (clients, settings), and returns the
+    effects to perform after commit, of the registered ``effects`` kinds; ``on_dead_letter(job, session)``
+    runs in the transaction that records a permanent failure of a parsed job (e.g. to count it in batch
+    progress). ``settings`` names the environment variables the function needs besides
+    DEAD_LETTER_QUEUE_URL; a missing one fails the invocation before any record is touched."""
 
     kind: JobKind[DataT]
     handle: Handle[DataT]
@@ -183,7 +183,7 @@ def _execute(job: Job[Any], invocation: _Invocation) -> None:
     with deps.unit_of_work() as uow:
         claim = inbox.claim(uow.session, job.job_id, job.job_type)
         if claim.fresh:
-            effects = list(consumer.handle(job, uow.session))
+            effects = list(consumer.handle(job, uow.session, deps))
             pending = consumer.effects.dump(effects)
             inbox.store_pending_effects(uow.session, job.job_id, pending)
         else:

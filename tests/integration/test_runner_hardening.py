@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import create_engine, select, text
 
-from infra.lambda_shapes import LocalLambdaContext
+from infra.lambda_shapes import LocalLambdaContext, body_event, queue_arn
 from shared import bootstrap
 from shared.db.models import JobFailure, JobInbox, MessageDelivery, MessageRead
 from tests.conftest import WEBSOCKET_ENDPOINT, queue_messages, ws_frames
@@ -132,23 +132,6 @@ def test_a_database_that_drops_mid_effect_is_database_unavailable_and_the_job_co
     assert (inbox.effects_pending, inbox.completed_at is not None) == ([], True)
 
 
-def _event_for(send, body: str, group: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": f"handle-{uuid.uuid4()}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": group},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:switchboard-local-send-message.fifo",
-                "awsRegion": "us-east-1",
-            }
-        ]
-    }
-
-
 def test_two_concurrent_copies_of_a_job_perform_its_effects_once(send, world, aws):
     # Given many jobs, each delivered twice at the same moment to two workers
     alice, bob = world.user(), world.user()
@@ -163,7 +146,7 @@ def test_two_concurrent_copies_of_a_job_perform_its_effects_once(send, world, aw
         def worker(
             body: str = body, barrier: threading.Barrier = barrier, responses: list[Any] = responses
         ) -> None:
-            event = _event_for(send, body, str(conversation))
+            event = body_event(body, queue_arn(send.queue_url), group_id=str(conversation))
             barrier.wait()
             responses.append(send.handler(event, LocalLambdaContext()))
 

@@ -29,7 +29,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from shared.config import get_settings
 from shared.errors import ConflictingJob, UnknownEntity
 from shared.jobs import BATCH_MESSAGE, SEND_MESSAGE, BatchMessageData, Job, SendMessageData
 from shared.observability import logger, metrics
@@ -66,7 +65,7 @@ def direct_conversation_id(sender_id: uuid.UUID, recipient_id: uuid.UUID) -> uui
     return uuid.uuid5(low, f"direct/{high}")
 
 
-def batch_message(job: Job[BatchMessageData], session: Session) -> list[Effect]:
+def batch_message(job: Job[BatchMessageData], session: Session, deps: Dependencies) -> list[Effect]:
     """Handle one chunk of the batch (or, once every chunk is enqueued, check whether it has settled)."""
     data = job.data
     batch = repository.lock_batch(session, data.batch_id)
@@ -101,7 +100,7 @@ def batch_message(job: Job[BatchMessageData], session: Session) -> list[Effect]:
     sends = _enqueue_chunk(job, session, chunk) if chunk else None
     all_enqueued = next_cursor >= len(data.recipient_ids)
     counts = repository.refresh(session, data.batch_id, all_enqueued=all_enqueued)
-    settings = get_settings()
+    settings = deps.settings
     if (
         counts.status == "running"
         and all_enqueued

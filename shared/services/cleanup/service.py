@@ -43,7 +43,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from shared.config import Settings, get_settings
+from shared.aws import AwsClients
+from shared.config import Settings
 from shared.errors import DependencyThrottled, InvalidJob
 from shared.jobs import CLEANUP, CleanupData, Job
 from shared.observability import logger, metrics
@@ -131,6 +132,7 @@ class Run:
     data: CleanupData
     settings: Settings
     now: datetime
+    aws: AwsClients
 
     @property
     def limit(self) -> int:
@@ -144,14 +146,14 @@ class Run:
         return self.now - timedelta(days=days)
 
 
-def cleanup(job: Job[CleanupData], session: Session) -> list[Effect]:
+def cleanup(job: Job[CleanupData], session: Session, deps: Dependencies) -> list[Effect]:
     """Handle one cleanup job (or continuation): rounds until its steps are done or its time budget is
     spent; returns the S3 deletions and the continuation to perform after commit."""
-    settings = get_settings()
+    settings = deps.settings
     data = job.data
     steps = steps_of(data)
     position = Position.load(data.cursor, steps)
-    run = Run(session, data, settings, datetime.now(UTC))
+    run = Run(session, data, settings, datetime.now(UTC), deps.aws)
     deadline = time.monotonic() + settings.cleanup_time_budget_seconds
     stats: Counter[str] = Counter()
     objects: list[dict[str, str]] = []
@@ -290,8 +292,6 @@ def _attachment_round(run: Run, after: str | None, _: str | None) -> Round:
 def _orphan_round(run: Run, after: str | None, _: str | None) -> Round:
     """One page of the attachments prefix after ``after``: its keys that no row names and that are older
     than the minimum age are orphans (reported; deleted after commit only when the setting asks)."""
-    from shared.bootstrap import dependencies
-
     settings = run.settings
     params: dict[str, Any] = {"Bucket": settings.attachments_bucket, "MaxKeys": run.limit}
     if settings.attachments_prefix:
@@ -299,7 +299,7 @@ def _orphan_round(run: Run, after: str | None, _: str | None) -> Round:
     if after is not None:
         params["StartAfter"] = after
     try:
-        page = dependencies().aws.s3().list_objects_v2(**params)
+        page = run.aws.s3().list_objects_v2(**params)
     except (ClientError, BotoCoreError) as exc:
         raise DependencyThrottled(f"S3 refused ListObjectsV2: {type(exc).__name__}") from exc
     listed = page.get("Contents") or []

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shared.errors import DependencyThrottled, UnknownConnection
 from shared.jobs import DELIVERY_CONFIRMATION, DeliveryConfirmationData, describe_validation_error
 from shared.observability import logger
+from shared.runtime.runner import describe_failure
 from shared.services.connections.broadcast import encode_frame
 from shared.services.connections.gateway import connections_api, is_gone
 from shared.services.connections.repository import remove_connection, touch_connection
@@ -49,13 +50,21 @@ class FrameOutcome:
     job_id: uuid.UUID | None = None
 
 
-def handle_client_frame(
-    deps: Dependencies, connection_id: str, body: bytes | None, *, correlation_id: str | None = None
-) -> FrameOutcome:
-    """Act on one frame from ``connection_id`` (``body`` as received; None when it could not be decoded).
+@dataclass(frozen=True)
+class ReceivedFrame:
+    """A client frame that passed the checks every action shares: from a registered connection (its user),
+    within the size limit, a JSON object."""
 
-    Raises only for infrastructure failures (database unavailable, the management API failing other than
-    410 Gone); every client mistake is answered with an error frame."""
+    user_id: uuid.UUID
+    frame: dict[str, Any]
+    at: datetime
+
+
+def receive_frame(
+    deps: Dependencies, connection_id: str, body: bytes | None, *, action: str | None
+) -> ReceivedFrame | FrameOutcome:
+    """Mark the connection seen and check the frame; a frame that fails is answered with an error frame
+    (``unknown-connection``, ``frame-too-large``, ``invalid-json``) and its outcome returned instead."""
     now = datetime.now(UTC)
     with deps.unit_of_work() as uow:
         try:
@@ -65,20 +74,34 @@ def handle_client_frame(
         uow.commit()
     if user_id is None:
         message = "this connection is not registered: reconnect"
-        return _refuse(deps, connection_id, None, "unknown-connection", message)
+        return refuse(deps, connection_id, action, "unknown-connection", message)
     limit = deps.settings.websocket_max_frame_bytes
     if body is not None and len(body) > limit:
-        return _refuse(deps, connection_id, None, "frame-too-large", f"frames are limited to {limit} bytes")
+        return refuse(deps, connection_id, action, "frame-too-large", f"frames are limited to {limit} bytes")
     frame = parse_frame(body)
     if frame is None:
-        return _refuse(deps, connection_id, None, "invalid-json", "a frame must be a JSON object")
+        return refuse(deps, connection_id, action, "invalid-json", "a frame must be a JSON object")
+    return ReceivedFrame(user_id, frame, now)
+
+
+def handle_client_frame(
+    deps: Dependencies, connection_id: str, body: bytes | None, *, correlation_id: str | None = None
+) -> FrameOutcome:
+    """Act on one frame from ``connection_id`` (``body`` as received; None when it could not be decoded).
+
+    Raises only for infrastructure failures (database unavailable, the management API failing other than
+    410 Gone); every client mistake is answered with an error frame."""
+    received = receive_frame(deps, connection_id, body, action=None)
+    if isinstance(received, FrameOutcome):
+        return received
+    frame, user_id, now = received.frame, received.user_id, received.at
     action = frame.get("action")
     if action == "ping":
         reply(deps, connection_id, {"type": "pong"})
         return FrameOutcome("ping")
     if action == "ack":
         return _acknowledge(deps, connection_id, user_id, frame, now, correlation_id)
-    return _refuse(deps, connection_id, None, "unknown-action", "action must be one of: ack, ping")
+    return refuse(deps, connection_id, None, "unknown-action", "action must be one of: ack, ping")
 
 
 def frame_bytes(event: dict[str, Any]) -> bytes | None:
@@ -115,29 +138,37 @@ def _acknowledge(
     unexpected = sorted(str(key) for key in set(frame) - ACK_FIELDS)
     if unexpected:
         message = f"unexpected field(s): {', '.join(unexpected)[:200]}"
-        return _refuse(deps, connection_id, "ack", "invalid-ack", message)
+        return refuse(deps, connection_id, "ack", "invalid-ack", message)
     fields = {key: value for key, value in frame.items() if key != "action"}
     fields |= {"recipient_id": user_id, "confirmed_at": now}  # set by the server, never by the client
     try:
         data = DeliveryConfirmationData.model_validate(fields)
     except ValidationError as exc:
-        return _refuse(deps, connection_id, "ack", "invalid-ack", describe_validation_error(exc))
+        return refuse(deps, connection_id, "ack", "invalid-ack", describe_validation_error(exc))
     job = DELIVERY_CONFIRMATION.new(data, correlation_id=correlation_id)
     try:
         sqs, queue_url = deps.aws.sqs(), deps.settings.queue_url(DELIVERY_CONFIRMATION)
         send_jobs(sqs, queue_url, DELIVERY_CONFIRMATION, [job])
-    except DependencyThrottled:
-        logger.exception("ack could not be queued", extra={"job_id": str(job.job_id)})
-        return _refuse(
-            deps, connection_id, "ack", "unavailable", "the ack could not be queued: send it again"
-        )
+    except DependencyThrottled as exc:
+        logger.error("ack could not be queued", extra={"job_id": str(job.job_id), **describe_failure(exc)})
+        return refuse(deps, connection_id, "ack", "unavailable", "the ack could not be queued: send it again")
     return FrameOutcome("ack", job_id=job.job_id)
 
 
-def _refuse(
-    deps: Dependencies, connection_id: str, action: str | None, code: str, message: str
+def refuse(
+    deps: Dependencies,
+    connection_id: str,
+    action: str | None,
+    code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
 ) -> FrameOutcome:
-    reply(deps, connection_id, {"type": "error", "code": code, "message": message})
+    """Answer a frame with an ``error`` frame (carrying ``request_id`` when the request had one)."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    reply(deps, connection_id, frame)
     return FrameOutcome(action, error=code)
 
 

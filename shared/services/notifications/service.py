@@ -54,7 +54,13 @@ def _utc_now() -> datetime:
 clock: Callable[[], datetime] = _utc_now
 
 
-def notify(job: Job[NotificationData], session: Session, *, now: datetime | None = None) -> list[Effect]:
+def notify(
+    job: Job[NotificationData],
+    session: Session,
+    deps: Dependencies | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[Effect]:
     """Decide and record every delivery of ``job`` in ``session``; return the sends to perform after commit.
 
     Raises :class:`UnknownEntity` when the user does not exist or is deleted."""

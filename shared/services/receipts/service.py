@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -19,8 +19,13 @@ from shared.services.receipts import repository
 
 CLIENT_CLOCK_SKEW = timedelta(minutes=5)
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Dependencies
 
-def confirm_delivery(job: Job[DeliveryConfirmationData], session: Session) -> list[Effect]:
+
+def confirm_delivery(
+    job: Job[DeliveryConfirmationData], session: Session, deps: Dependencies | None = None
+) -> list[Effect]:
     """Apply the receipts of ``job`` and return the ``message.status`` broadcasts for the senders.
 
     Only a recipient of every message named may confirm (otherwise nothing is written); a receipt never
@@ -29,9 +34,7 @@ def confirm_delivery(job: Job[DeliveryConfirmationData], session: Session) -> li
     # A confirmer's clock may be off, or lie: a receipt is never dated in the future (beyond a small skew).
     at = min(data.confirmed_at, datetime.now(UTC) + CLIENT_CLOCK_SKEW)
     targets = _targets(session, data.recipient_id, data.message_ids, data.read_up_to)
-    advanced = repository.advance_deliveries(
-        session, data.recipient_id, targets, data.status, at
-    )
+    advanced = repository.advance_deliveries(session, data.recipient_id, targets, data.status, at)
     if not advanced:
         return []
     if data.status == "read":

@@ -12,14 +12,12 @@ apart), ``unavailable`` (the search failed on our side: send it again), and the 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import SearchRefused, UnknownConnection
+from shared.errors import SearchRefused
 from shared.observability import logger
 from shared.runtime.runner import describe_failure
-from shared.services.connections.client_frames import FrameOutcome, parse_frame, reply
-from shared.services.connections.repository import touch_connection
+from shared.services.connections.client_frames import FrameOutcome, receive_frame, refuse, reply
 from shared.services.search.engine import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -44,33 +42,24 @@ def handle_search_frame(
 ) -> FrameOutcome:
     """Answer one ``search`` frame from ``connection_id``. Every refusal and failure is an error frame."""
     engine = engine or PostgresSearchEngine()
-    with deps.unit_of_work() as uow:
-        try:
-            user_id: uuid.UUID | None = touch_connection(uow.session, connection_id, now=datetime.now(UTC))
-        except UnknownConnection:
-            user_id = None
-        uow.commit()
-    if user_id is None:
-        return _refuse(deps, connection_id, None, "unknown-connection", "this connection is not registered")
-    limit = deps.settings.websocket_max_frame_bytes
-    if body is not None and len(body) > limit:
-        return _refuse(deps, connection_id, None, "frame-too-large", f"frames are limited to {limit} bytes")
-    frame = parse_frame(body)
-    if frame is None:
-        return _refuse(deps, connection_id, None, "invalid-json", "a frame must be a JSON object")
+    received = receive_frame(deps, connection_id, body, action="search")
+    if isinstance(received, FrameOutcome):
+        return received
+    frame, user_id = received.frame, received.user_id
     request_id = frame.get("request_id")
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= MAX_REQUEST_ID_CHARS:
         message = f"request_id must be a string of 1 to {MAX_REQUEST_ID_CHARS} characters"
-        return _refuse(deps, connection_id, None, "invalid-request", message)
+        return refuse(deps, connection_id, "search", "invalid-request", message)
     try:
         request = _request(user_id, frame)
         with deps.unit_of_work() as uow:
             page = engine.search(uow.session, request)
     except SearchRefused as refused:
-        return _refuse(deps, connection_id, request_id, refused.code, refused.message)
+        return refuse(deps, connection_id, "search", refused.code, refused.message, request_id=request_id)
     except Exception as exc:  # noqa: BLE001 - a client gets an answer, never silence or a 500
         logger.error("search failed", extra=describe_failure(exc))
-        return _refuse(deps, connection_id, request_id, "unavailable", "the search failed: send it again")
+        message = "the search failed: send it again"
+        return refuse(deps, connection_id, "search", "unavailable", message, request_id=request_id)
     reply(deps, connection_id, results_frame(request_id, page))
     return FrameOutcome("search")
 
@@ -153,13 +142,3 @@ def results_frame(request_id: str, page: SearchPage) -> dict[str, Any]:
         ],
         "next_before": page.next_before.encode() if page.next_before else None,
     }
-
-
-def _refuse(
-    deps: Dependencies, connection_id: str, request_id: str | None, code: str, message: str
-) -> FrameOutcome:
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if request_id is not None:
-        frame["request_id"] = request_id
-    reply(deps, connection_id, frame)
-    return FrameOutcome("search", error=code)

@@ -6,6 +6,7 @@ indexing is the ``IndexLag`` metric."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 from sqlalchemy.orm import Session
@@ -16,9 +17,15 @@ from shared.observability import metrics
 from shared.runtime.effects import Effect
 from shared.services.search.engine import PostgresSearchEngine, SearchEngine
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Dependencies
+
 
 def index_message(
-    job: Job[IndexingData], session: Session, engine: SearchEngine | None = None
+    job: Job[IndexingData],
+    session: Session,
+    deps: Dependencies | None = None,
+    engine: SearchEngine | None = None,
 ) -> list[Effect]:
     """Apply one indexing job to the search index, in the job's transaction; it has no post-commit effects."""
     engine = engine or PostgresSearchEngine()
