@@ -30,6 +30,7 @@ from shared.db.models import (
     MutedConversation,
 )
 from tests.conftest import queue_messages
+from tests.iam import IAM_CALLS
 from tests.world import World, job
 
 pytestmark = pytest.mark.integration
@@ -401,7 +402,8 @@ def test_the_daily_schedule_sends_one_job_per_scheduled_time(aws, template, db):
     raw = template.resources["ScheduledCleanupFunction"]["Properties"]["Events"]["Daily"]
     assert raw["Type"] == "ScheduleV2"
     assert json.loads(raw["Properties"]["Input"]) == {"scheduled_time": "<aws.scheduler.scheduled-time>"}
-    invoke = invoker(spec, aws.function_environment(spec))
+    # Recorded for the IAM check (tests/iam.py): its one AWS call must be granted by its role
+    invoke = IAM_CALLS.recording("ScheduledCleanupFunction", invoker(spec, aws.function_environment(spec)))
     first = invoke({"scheduled_time": "2026-03-01T03:30:00Z"})
     again = invoke({"scheduled_time": "2026-03-01T03:30:00Z"})  # Scheduler's retry of the same firing
     next_day = invoke({"scheduled_time": "2026-03-02T03:30:00Z"})
