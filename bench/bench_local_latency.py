@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
 
-    from infra.dev_demo import mint_token, receive, seed_conversation, send_text
+    from infra.dev_demo import mint_token, receive, seed_conversation, stack_client
+    from shared.jobs import SEND_MESSAGE, SendMessageData
+    from shared.services.queues import send_jobs
     from tests.e2e.test_local_stack import RunningStack
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,13 +39,23 @@ def main() -> None:
             from websockets.sync.client import connect
 
             conversation, (alice, bob) = seed_conversation(stack.info, ["Alice", "Bob"])
+            # one client for the whole run, as a producer keeps one (building one costs ~4 ms, which would be
+            # timed as latency); each job is sent exactly as infra.dev_demo.send_text sends it
+            sqs, queue_url = stack_client(stack.info, "sqs"), stack.info["queues"]["send-message"]["url"]
             url = f"{stack.info['websocket_url']}?token={mint_token(stack.info, bob)}"
             latencies = []
             with connect(url) as bob_ws:
                 for i in range(args.jobs + 5):
                     message_id = str(uuid.uuid4())
+                    data = SendMessageData(
+                        message_id=uuid.UUID(message_id),
+                        conversation_id=conversation,
+                        sender_id=alice,
+                        content=f"ping {i}",
+                    )
+                    job = SEND_MESSAGE.new(data, correlation_id="bench")
                     started = time.perf_counter()
-                    send_text(stack.info, conversation, alice, f"ping {i}", message_id=message_id)
+                    send_jobs(sqs, queue_url, SEND_MESSAGE, [job])
                     receive(
                         bob_ws,
                         lambda f, m=message_id: f.get("type") == "message.new" and f["message"]["id"] == m,

@@ -1,12 +1,18 @@
-"""Benchmarks for send-message (run: python bench/bench_send_message.py).
+"""Benchmarks for send-message (run: python bench/bench_send_message.py [--jobs N] [--runs 3] [--batch 1]).
 
-Prints, for conversations of 2, 50 and 1000 participants (sender + recipients, nobody connected, so every
-recipient gets a notification job): SQL statements per job, AWS calls per job, jobs/s through the handler
-(moto in-process for AWS) and through the same SQL issued directly with pg8000 (the raw-SQL floor), and their
-ratio; then the import time of every handler module against importing only the libraries it loads
-(``--imports-only`` for just that part).
+Prints, for conversations of 2, 50 and 1000 participants (``BENCH_SIZES=2,50`` to choose; sender +
+recipients, nobody connected, so every recipient gets a notification job): SQL statements, PostgreSQL round
+trips, AWS calls and X-Ray segment documents per job, the handler's and the floor's milliseconds per job and
+their ratio (median of ``--runs``, with the min-max spread); then the import time of every handler module
+against importing only the libraries it loads (``--imports-only`` for just that part).
 
-Figures are ratios measured in one run: this machine is shared and noisy.
+Measured as production runs it: the tracer is on as in Lambda (Powertools sees ``LAMBDA_TASK_ROOT``, the
+X-Ray SDK gets a trace header per invocation and streams every subsegment as UDP to a stand-in daemon in
+another process); AWS is answered at the HTTP layer (bench/aws_stub.py), so botocore validates,
+serialises, signs and parses as against AWS and wall times compare like with like. The floor
+(:class:`_Floor`) does the handler's whole job by hand at every size, fan-out included, with the driver
+setting the engine uses (COMMIT as a simple query). Handler and floor jobs alternate, so that both see the
+same load: this machine is shared and noisy, and the spread says how much.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import bench_database, quiet_local_aws  # noqa: E402 - after the path
 from infra.lambda_shapes import body_event  # noqa: E402 - after the path
 
-SIZES = (2, 50, 1000)
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "2,50,1000").split(","))
 
 
 def handler_modules() -> list[str]:
@@ -43,11 +51,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=60, help="jobs per size (fewer for 1000)")
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="records per invocation (1: every job pays a whole invocation)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per size (median and spread reported)")
+    parser.add_argument("--no-tracing", action="store_true", help="tracer off (production runs it on)")
+    parser.add_argument("--show-sql", action="store_true", help="print one job's statements per size")
+    parser.add_argument("--profile", metavar="PREFIX", help="cProfile the first run of each size")
     parser.add_argument("--imports-only", action="store_true", help="skip the throughput part")
+    parser.add_argument("--throughput-only", action="store_true", help="skip the import times")
     args = parser.parse_args()
     if not args.imports_only:
         print("== send-message throughput ==")
-        throughput(args.jobs)
+        throughput(
+            args.jobs,
+            args.runs,
+            tracing=not args.no_tracing,
+            show_sql=args.show_sql,
+            profile=args.profile,
+            batch=args.batch,
+        )
+    if args.throughput_only:
+        return
     print(f"\n== cold-start import time (best of {args.import_runs}, fresh interpreter each) ==")
     for module in handler_modules():
         import_time(module, args.import_runs)
@@ -56,18 +81,55 @@ def main() -> None:
 # --------------------------------------------------------------------------------------------- throughput
 
 
-def throughput(jobs_per_size: int) -> None:
-    quiet_local_aws()
-    with bench_database() as url:
-        _throughput(url, jobs_per_size)
+def throughput(
+    jobs_per_size: int, runs: int, *, tracing: bool, show_sql: bool, profile: str | None, batch: int
+) -> None:
+    global _SINK
+    _SINK = quiet_local_aws(tracing=tracing)
+    try:
+        with bench_database() as url:
+            _throughput(url, jobs_per_size, runs, show_sql=show_sql, profile=profile, batch=batch)
+    finally:
+        if _SINK is not None:
+            _SINK.close()
 
 
-def _throughput(database_url: str, jobs_per_size: int) -> None:
+class _RoundTrips:
+    """Round trips to PostgreSQL, counted at pg8000's protocol methods: a simple query is one; an unnamed
+    extended-protocol statement is three (Parse+Sync, Describe+Sync, Bind+Execute+Sync: pg8000 waits for the
+    answer of each); a named prepared statement's execution is one. Counts every connection in the process."""
+
+    COST: ClassVar[dict[str, int]] = {
+        "execute_simple": 1,
+        "execute_unnamed": 3,
+        "execute_named": 1,
+        "prepare_statement": 1,
+    }
+
+    def __init__(self) -> None:
+        import pg8000.core
+
+        self.count = 0
+        for name, cost in self.COST.items():
+            original = getattr(pg8000.core.CoreConnection, name)
+            setattr(pg8000.core.CoreConnection, name, self._counted(original, cost))
+
+    def _counted(self, original: Any, cost: int) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += cost
+            return original(*args, **kwargs)
+
+        return counted
+
+
+def _throughput(
+    database_url: str, jobs_per_size: int, runs: int, *, show_sql: bool, profile: str | None, batch: int
+) -> None:
     import boto3
     from moto import mock_aws
     from sqlalchemy import event
 
-    from infra.lambda_shapes import LocalLambdaContext
+    from bench.aws_stub import CALLS, stub_aws_http
     from infra.seed import add_conversation, add_users
     from infra.template import load_template, provision
     from shared.db.engine import get_engine
@@ -76,97 +138,155 @@ def _throughput(database_url: str, jobs_per_size: int) -> None:
     os.environ["DATABASE_URL"] = database_url
     engine = get_engine()
     upgrade(engine)
-    with mock_aws():
-        template = load_template()
+    template = load_template()
+    with mock_aws():  # only to resolve the function's environment (queue URLs) as Lambda would see it
         stack = provision(template, sqs_client=boto3.client("sqs", region_name="us-east-1"))
         spec = template.functions["SendMessageFunction"]
         env = stack.function_environment(spec)
-        env.pop("DB_SECRET_ARN", None)
-        os.environ.update(env)
-        os.environ["WEBSOCKET_ENDPOINT"] = "https://bench.execute-api.us-east-1.amazonaws.com/prod"
-        from shared.config import get_settings
+    env.pop("DB_SECRET_ARN", None)
+    os.environ.update(env)
+    os.environ["WEBSOCKET_ENDPOINT"] = "https://bench.execute-api.us-east-1.amazonaws.com/prod"
+    os.environ.update(
+        {"POWERTOOLS_LOG_LEVEL": "ERROR", "LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"}
+    )
+    stub_aws_http()  # every client created from here on: handler's and floor's alike
+    from shared.aws import reset_clients
+    from shared.config import get_settings
 
-        os.environ.update(
-            {"POWERTOOLS_LOG_LEVEL": "ERROR", "LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"}
-        )
-        get_settings.cache_clear()  # read once per container: this "container" starts now
-        from moto.sqs.models import sqs_backends
+    reset_clients()
+    get_settings.cache_clear()  # read once per container: this "container" starts now
+    from handlers.send_message import lambda_handler
+    from shared.observability import tracer
 
-        # moto's queues slow down as they fill (real SQS does not): empty the downstream ones between jobs,
-        # untimed, through moto's backend (PurgeQueue is limited to once a minute).
-        backend = sqs_backends["123456789012"]["us-east-1"]
-        downstream = [
-            backend.queues[stack.queue_urls[q].rsplit("/", 1)[1]]
-            for q in ("IndexingQueue", "NotificationQueue")
-        ]
-        from handlers.send_message import lambda_handler
+    print(
+        "tracer: "
+        + ("on (as in Lambda: segments emitted to a local X-Ray daemon)" if not tracer.disabled else "off")
+    )
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    trips = _RoundTrips()
 
-        statements: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-        aws_calls: list[str] = []
-        aws_intervals: list[tuple[float, float]] = []
-        started_at: dict[int, float] = {}
-        import threading
-
-        from shared.aws import client
-
-        def before(model: Any, **_: Any) -> None:
-            aws_calls.append(model.name)
-            started_at[threading.get_ident()] = time.perf_counter()
-
-        def after(**_: Any) -> None:
-            aws_intervals.append((started_at.pop(threading.get_ident()), time.perf_counter()))
-
-        for service in ("sqs", "apigatewaymanagementapi"):
-            args = (service,) if service == "sqs" else (service, os.environ["WEBSOCKET_ENDPOINT"])
-            client(*args).meta.events.register("before-call", before)
-            client(*args).meta.events.register("after-call", after)
-
-        print(
-            f"{'participants':>12} {'stmts/job':>9} {'aws/job':>8} {'handler j/s':>11} {'excl. AWS':>10} "
-            f"{'raw SQL j/s':>11} {'ratio':>6}"
-        )
-        for size in SIZES:
-            with engine.begin() as conn:
-                members = add_users(conn, [f"m{i}" for i in range(size)])
-                conversation = add_conversation(conn, members, kind="group")
-            n = jobs_per_size if size < 1000 else max(10, jobs_per_size // 4)
-            events = [_event(conversation, members[0], i) for i in range(n)]
-            lambda_handler(_event(conversation, members[0], -1), LocalLambdaContext())  # warm
+    print(
+        f"{'participants':>12} {'stmts/job':>9} {'RT/job':>7} {'aws/job':>8} {'segs/job':>8} "
+        f"{'handler ms/job':>15} {'floor ms/job':>13} {'floor stmts':>11} {'ratio':>14}"
+    )
+    summary: dict[int, list[float]] = {}
+    for size in SIZES:
+        with engine.begin() as conn:
+            members = add_users(conn, [f"m{i}" for i in range(size)])
+            conversation = add_conversation(conn, members, kind="group")
+        n = jobs_per_size if size < 1000 else max(10, jobs_per_size // 4)
+        sender = members[0]
+        lambda_handler(_event(conversation, sender, -1), _invocation())  # warm
+        ratios, handler_ms, floor_ms = [], [], []
+        for run_index in range(runs):
+            events = [
+                {
+                    "Records": [
+                        r
+                        for i in range(k, min(n, k + batch))
+                        for r in _event(conversation, sender, i)["Records"]
+                    ]
+                }
+                for k in range(0, n, batch)
+            ]
             statements.clear()
-            aws_calls.clear()
-            aws_intervals.clear()
-            handler_s = 0.0
-            for e in events:
+            CALLS.clear()
+            trips.count = 0
+            if _SINK:
+                _SINK.count()  # from zero
+            floor = _Floor(database_url, conversation, members)
+            profiler = _profiler(profile, size, run_index)
+            handler_s = raw_s = 0.0
+            handler_calls = floor_calls = handler_trips = 0
+            # handler and floor jobs alternate, so that both see the same load on this shared machine
+            for i, e in enumerate(events):  # i: the invocation
+                calls_before, trips_before = sum(CALLS.values()), trips.count
+                if profiler is not None:
+                    profiler.enable()
                 started = time.perf_counter()
-                response = lambda_handler(e, LocalLambdaContext())
+                response = lambda_handler(e, _invocation())
                 handler_s += time.perf_counter() - started
+                if profiler is not None:
+                    profiler.disable()
                 assert response == {"batchItemFailures": []}, response
-                for queue in downstream:
-                    queue._messages.clear()
-            stmts = len(statements) / n
-            calls = len(aws_calls) / n
-            raw_s = _raw_sql_floor(database_url, conversation, members, n)
-            own_s = max(handler_s - _covered(aws_intervals), 1e-9)
-            print(
-                f"{size:>12} {stmts:>9.1f} {calls:>8.1f} {n / handler_s:>11.1f} {n / own_s:>10.1f} "
-                f"{n / raw_s:>11.1f} {raw_s / own_s:>6.2f}"
+                handler_calls += sum(CALLS.values()) - calls_before
+                handler_trips += trips.count - trips_before
+                if i == 0 and show_sql and run_index == 0:
+                    print("\n".join(statements))
+                calls_before = sum(CALLS.values())
+                with _untraced():
+                    started = time.perf_counter()
+                    for record in range(len(e["Records"])):
+                        floor.job(i * batch + record)
+                    raw_s += time.perf_counter() - started
+                floor_calls += sum(CALLS.values()) - calls_before
+            floor.close()
+            if profiler is not None:
+                profiler.dump_stats(f"{profile}-{size}.prof")
+            stmts, rts, calls = len(statements) / n, handler_trips / n, handler_calls / n
+            segs = _SINK.count() / n if _SINK else 0.0
+            assert floor_calls == handler_calls, (
+                f"floor made {floor_calls} AWS calls, handler {handler_calls}"
             )
+            raw_statements = floor.statements
+            ratios.append(raw_s / handler_s)
+            handler_ms.append(1000 * handler_s / n)
+            floor_ms.append(1000 * raw_s / n)
+        summary[size] = ratios
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if runs > 1 else ""
         print(
-            "handler j/s: end to end, AWS served in-process by moto (whose latency is not AWS's);\n"
-            "excl. AWS: the same runs minus wall time inside AWS calls (concurrent calls counted once);\n"
-            "ratio: excl. AWS j/s / raw SQL j/s (1.0 = no overhead over the same SQL written by hand)"
+            f"{size:>12} {stmts:>9.1f} {rts:>7.1f} {calls:>8.1f} {segs:>8.1f} "
+            f"{statistics.median(handler_ms):>15.2f} {statistics.median(floor_ms):>13.2f} "
+            f"{raw_statements / n:>11.1f} {statistics.median(ratios):>5.2f} {spread:>8}"
         )
+    print(
+        f"{jobs_per_size} jobs per size ({max(10, jobs_per_size // 4)} at 1000), {batch} per invocation, "
+        f"median of {runs} run(s), "
+        "spread min-max.\n"
+        "AWS is answered at the HTTP layer (botocore validates, serialises, signs, parses; no network), so\n"
+        "wall times compare the same work. floor: the handler's SQL and AWS calls written by hand (pg8000,\n"
+        "one botocore client). ratio: floor time / handler time (1.0 = no overhead). RT: PostgreSQL round\n"
+        "trips. segs: X-Ray segment documents emitted."
+    )
 
 
-def _covered(intervals: list[tuple[float, float]]) -> float:
-    """Wall time covered by possibly overlapping intervals."""
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(intervals):
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
+_SINK: Any = None
+
+
+def _invocation() -> Any:
+    """A new invocation's context; with tracing on, Lambda's per-invocation trace header too."""
+    from infra.lambda_shapes import LocalLambdaContext
+
+    if _SINK is not None:
+        root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+        os.environ["_X_AMZN_TRACE_ID"] = f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=1"
+    return LocalLambdaContext()
+
+
+@contextmanager
+def _untraced() -> Iterator[None]:
+    """No X-Ray for the floor: the SDK's botocore patch is process-wide, the floor's client included."""
+    if _SINK is None:
+        yield
+        return
+    from aws_xray_sdk import global_sdk_config
+
+    global_sdk_config.set_sdk_enabled(False)
+    try:
+        yield
+    finally:
+        global_sdk_config.set_sdk_enabled(True)
+
+
+def _profiler(prefix: str | None, size: int, run_index: int) -> Any:
+    if prefix is None or run_index != 0:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
 
 
 def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]:
@@ -190,71 +310,138 @@ def _event(conversation: uuid.UUID, sender: uuid.UUID, i: int) -> dict[str, Any]
     )
 
 
-def _raw_sql_floor(database_url: str, conversation: uuid.UUID, members: list[uuid.UUID], n: int) -> float:
-    """The same SQL the handler issues (its transaction, then the post-commit lookup and completion), by
-    hand over one pg8000 connection: the floor for the handler's own database work."""
-    import pg8000.dbapi
+FLOOR_SQL = {
+    "claim": "INSERT INTO job_inbox (job_id, job_type) VALUES (%s, 'send-message') ON CONFLICT (job_id) "
+    "DO UPDATE SET job_id = EXCLUDED.job_id RETURNING job_inbox.effects_pending, xmax = 0",
+    "conversation": "SELECT c.encryption_enabled, c.deleted_at, array_agg(p.user_id) FILTER (WHERE "
+    "p.left_at IS NULL AND u.deleted_at IS NULL), true, (SELECT display_name FROM users WHERE id = %s) "
+    "FROM conversations c LEFT OUTER JOIN conversation_participants p ON p.conversation_id = c.id "
+    "LEFT OUTER JOIN users u ON u.id = p.user_id WHERE c.id = %s GROUP BY c.id",
+    "message": "INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, status, "
+    "sent_at) VALUES (%s, %s, %s, (SELECT coalesce(max(seq), 0) + 1 FROM messages "
+    "WHERE conversation_id = %s),"
+    " %s, 'text', 'sent', now()) ON CONFLICT (id) DO UPDATE SET status = 'sent', sent_at = now() WHERE "
+    "messages.status = 'sending' AND messages.conversation_id = excluded.conversation_id AND "
+    "messages.sender_id = excluded.sender_id RETURNING id, seq, content, content_type, created_at",
+    "deliveries": "INSERT INTO message_deliveries (message_id, recipient_id, status) "
+    "SELECT %s, unnest(CAST(%s AS UUID[])), 'pending' ON CONFLICT DO NOTHING",
+    "store": "UPDATE job_inbox SET effects_pending = %s, completed_at = %s WHERE job_id = %s",
+    "lock": "SELECT effects_pending FROM job_inbox WHERE job_id = %s FOR UPDATE",
+    "connections": "SELECT connection_id, user_id FROM ws_connections "
+    "WHERE user_id = ANY (CAST(%s AS UUID[]))",
+}
 
-    from shared.db.engine import normalize_url
 
-    url = normalize_url(database_url)
-    conn = pg8000.dbapi.connect(
-        user=url.username or "postgres",
-        password=url.password,
-        host=url.host,
-        port=url.port or 5432,
-        database=url.database,
-        unix_sock=url.query.get("unix_sock"),
-    )
-    sender = members[0]
-    started = time.perf_counter()
-    for i in range(n):
-        cur = conn.cursor()
+class _Floor:
+    """The handler's whole job by hand: the same SQL over one pg8000 connection (same transactions), the
+    same AWS calls (the indexing job; one notification job per offline recipient, SendMessageBatch by 10,
+    bodies as the contract shapes them) over one botocore client without parameter validation; no
+    framework, no tracing."""
+
+    def __init__(self, database_url: str, conversation: uuid.UUID, members: list[uuid.UUID]) -> None:
+        import boto3
+        from botocore.config import Config
+
+        from shared.db import driver
+        from shared.db.engine import normalize_url
+
+        url = normalize_url(database_url)
+        self.conn = driver.connect(  # pg8000 with the engine's one-round-trip COMMIT: both can use it
+            user=url.username or "postgres",
+            password=url.password,
+            host=url.host,
+            port=url.port or 5432,
+            database=url.database,
+            unix_sock=url.query.get("unix_sock"),
+        )
+        self.sqs = boto3.session.Session().client("sqs", config=Config(parameter_validation=False))
+        self.index_url = os.environ["INDEXING_QUEUE_URL"]
+        self.notify_url = os.environ["NOTIFICATION_QUEUE_URL"]
+        self.conversation, self.sender = conversation, members[0]
+        self.statements = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _execute(self, cur: Any, name: str, args: tuple[Any, ...]) -> None:
+        cur.execute(FLOOR_SQL[name], args)
+        self.statements += 1
+
+    def job(self, i: int) -> None:
+        conversation, sender, cur = self.conversation, self.sender, self.conn.cursor()
         job_id, message_id = uuid.uuid4(), uuid.uuid4()
-        cur.execute(
-            "INSERT INTO job_inbox (job_id, job_type) VALUES (%s, 'send-message') "
-            "ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id RETURNING effects_pending, xmax = 0",
-            (job_id,),
-        )
+        now = datetime.now(UTC).isoformat()
+        self._execute(cur, "claim", (job_id,))
         cur.fetchall()
-        cur.execute(
-            "SELECT c.encryption_enabled, array_agg(p.user_id) FILTER (WHERE p.left_at IS NULL) "
-            "FROM conversations c LEFT JOIN conversation_participants p ON p.conversation_id = c.id "
-            "WHERE c.id = %s GROUP BY c.id",
-            (conversation,),
-        )
-        participants = cur.fetchone()[1]
-        cur.execute(
-            "INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, status, "
-            "sent_at) VALUES (%s, %s, %s, (SELECT coalesce(max(seq), 0) + 1 FROM messages "
-            "WHERE conversation_id = %s), %s, 'text', 'sent', now()) RETURNING seq, created_at",
-            (message_id, conversation, sender, conversation, f"raw {i}"),
-        )
-        cur.fetchall()
+        self._execute(cur, "conversation", (sender, conversation))
+        participants = cur.fetchone()[2]
+        self._execute(cur, "message", (message_id, conversation, sender, conversation, f"raw {i}"))
+        seq, created_at = (row := cur.fetchone())[1], row[4]
         recipients = [p for p in participants if p != sender]
-        cur.execute(
-            "INSERT INTO message_deliveries (message_id, recipient_id, status) "
-            "SELECT %s, unnest(%s::uuid[]), 'pending' ON CONFLICT DO NOTHING",
-            (message_id, recipients),
-        )
-        # the job's effects, stored with it; then after commit, as the runner does: connections, completion
-        effects = json.dumps(
-            [{"kind": "enqueue", "job": str(i)}, {"kind": "broadcast", "users": len(participants)}]
-        )
-        cur.execute("UPDATE job_inbox SET effects_pending = %s::jsonb WHERE job_id = %s", (effects, job_id))
-        conn.commit()
-        cur.execute(
-            "SELECT connection_id, user_id FROM ws_connections WHERE user_id = ANY(%s::uuid[])",
-            (participants,),
-        )
+        self._execute(cur, "deliveries", (message_id, recipients))
+        frame = {
+            "type": "message.new",
+            "message": {
+                "id": str(message_id),
+                "seq": seq,
+                "content": f"raw {i}",
+                "created_at": str(created_at),
+            },
+        }
+        effects = [
+            {"kind": "enqueue", "job": str(job_id)},
+            {"kind": "message.new", "frames": [frame], "user_ids": [str(p) for p in participants]},
+        ]
+        self._execute(cur, "store", (json.dumps(effects), None, job_id))
+        self.conn.commit()
+        self._execute(cur, "lock", (job_id,))
         cur.fetchall()
-        cur.execute(
-            "UPDATE job_inbox SET effects_pending = '[]', completed_at = now() WHERE job_id = %s", (job_id,)
-        )
-        conn.commit()
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return elapsed
+        indexing = {
+            "job_id": str(uuid.uuid5(job_id, "indexing")),
+            "job_type": "indexing",
+            "schema_version": 1,
+            "created_at": now,
+            "correlation_id": str(job_id),
+            "data": {"message_id": str(message_id), "operation": "index"},
+        }
+        _floor_send(self.sqs, self.index_url, "indexing", [json.dumps(indexing)])
+        self._execute(cur, "connections", (participants,))
+        cur.fetchall()
+        notification = {
+            "category": "message",
+            "title": "m0",
+            "body": f"raw {i}",
+            "conversation_id": str(conversation),
+            "message_id": str(message_id),
+            "data": {"conversation_id": str(conversation), "message_id": str(message_id)},
+            "channels": None,
+        }
+        bodies = [
+            json.dumps(
+                {
+                    "job_id": str(uuid.uuid5(job_id, f"notification/{user}")),
+                    "job_type": "notification",
+                    "schema_version": 1,
+                    "created_at": now,
+                    "correlation_id": str(job_id),
+                    "data": {**notification, "user_id": str(user)},
+                }
+            )
+            for user in recipients
+        ]
+        _floor_send(self.sqs, self.notify_url, "notification", bodies)
+        self._execute(cur, "store", ("[]", datetime.now(UTC), job_id))
+        self.conn.commit()
+
+
+def _floor_send(sqs: Any, queue_url: str, job_type: str, bodies: list[str]) -> None:
+    attributes = {"JobType": {"DataType": "String", "StringValue": job_type}}
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(k), "MessageBody": body, "MessageAttributes": attributes}
+            for k, body in enumerate(bodies[start : start + 10])
+        ]
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
 # -------------------------------------------------------------------------------------------- import time

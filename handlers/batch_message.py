@@ -13,7 +13,13 @@ consumer = JobConsumer(
     BATCH_MESSAGE,
     batch_message,
     effects=EFFECT_KINDS,
-    settings=("WEBSOCKET_ENDPOINT", SEND_MESSAGE.queue_url_variable, BATCH_MESSAGE.queue_url_variable),
+    # ENCRYPTION_KEY_ARN: the batch's content is sealed at rest for retries of its failed recipients
+    settings=(
+        "WEBSOCKET_ENDPOINT",
+        SEND_MESSAGE.queue_url_variable,
+        BATCH_MESSAGE.queue_url_variable,
+        "ENCRYPTION_KEY_ARN",
+    ),
 )
 
 

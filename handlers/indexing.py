@@ -1,4 +1,7 @@
-"""IndexingFunction: the indexing queue (the search index of each message; shared/services/search)."""
+"""IndexingFunction: the indexing queue (the search index of each message; shared/services/search). A message
+of an encrypted conversation is decrypted in memory for its blind index, with the key ring the service builds
+from the invocation's dependencies (``kms:Decrypt``; ``kms:GenerateDataKey`` when a conversation that just
+turned encryption on has no key yet)."""
 
 from typing import Any
 

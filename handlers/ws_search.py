@@ -1,6 +1,7 @@
 """WebSocketSearchFunction: the ``search`` route, message search for a connected client (see
 shared/services/search/client.py). Always answers 200 so API Gateway keeps the connection open; the answer, or
-an error frame, is posted to the asking connection only. The query is never logged."""
+an error frame, is posted to the asking connection only. Encrypted conversations are searched through their
+blind index, their keys unwrapped by ``kms:Decrypt`` (cached per container). The query is never logged."""
 
 from typing import Any
 

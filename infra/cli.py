@@ -1,4 +1,4 @@
-"""The ``switchboard`` command: ``demo``, ``dev``, ``cleanup``, ``schema``, ``db upgrade``."""
+"""The ``switchboard`` command: ``demo``, ``dev``, ``cleanup``, ``schema``, ``db upgrade``, ``ops``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_SCHEMA_DIR = Path("docs/schemas")
+DEFAULT_OPENAPI_PATH = Path("docs/openapi.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--aws-port", type=int, default=4566, help="moto server (0: any free port)")
     dev.add_argument("--websocket-port", type=int, default=3001, help="WebSocket gateway (0: any free port)")
     dev.add_argument("--management-port", type=int, default=3002, help="@connections API (0: any free port)")
+    dev.add_argument(
+        "--management-api-port", type=int, default=3003, help="management API, SigV4 (0: any free port)"
+    )
     dev.add_argument("--log-level", default="INFO")
 
     cleanup = commands.add_parser(
@@ -59,10 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     schema.add_argument("--check", action="store_true", help="fail if the files on disk are out of date")
 
+    openapi = commands.add_parser("openapi", help="write the management API's OpenAPI document")
+    openapi.add_argument("--out", type=Path, default=DEFAULT_OPENAPI_PATH, help="default: docs/openapi.json")
+    openapi.add_argument("--check", action="store_true", help="fail if the file on disk is out of date")
+
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations (DATABASE_URL or DB_SECRET_ARN)")
     upgrade.add_argument("--revision", default="head")
+
+    from infra.ops import cli as ops_cli
+
+    ops_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -85,13 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             aws_port=args.aws_port,
             websocket_port=args.websocket_port,
             management_port=args.management_port,
+            management_api_port=args.management_api_port,
             log_level=args.log_level,
         )
         return run_dev(options, demo=args.demo, once=args.once)
     if args.command == "cleanup":
         return _cleanup(args)
+    if args.command == "ops":
+        return ops_cli.run(args)
     if args.command == "schema":
         return _schema(args.out, check=args.check)
+    if args.command == "openapi":
+        return _openapi(args.out, check=args.check)
     if args.command == "db" and args.db_command == "upgrade":
         from shared.db.engine import get_engine
         from shared.db.migrations import upgrade as run_upgrade
@@ -143,6 +160,19 @@ def _schema(directory: Path, *, check: bool) -> int:
         return 0
     for path in write_schemas(directory):
         print(path)
+    return 0
+
+
+def _openapi(path: Path, *, check: bool) -> int:
+    from shared.services.management.api import openapi_document, write_openapi
+
+    if check:
+        if not path.exists() or path.read_text(encoding="utf-8") != openapi_document():
+            print(f"{path} is out of date; run: switchboard openapi", file=sys.stderr)
+            return 1
+        print(f"{path}: up to date")
+        return 0
+    print(write_openapi(path))
     return 0
 
 

@@ -3,7 +3,8 @@
 One process tree: an embedded PostgreSQL (data under ``.switchboard/``, kept across restarts), a moto server
 on loopback with every resource of template.yaml created from the template itself, one poller process per
 SQS-fed function (behaving like Lambda's event source mapping), scheduled functions on their rate, and a
-local WebSocket gateway that runs the template's WebSocket functions and serves the ``@connections`` API.
+local WebSocket gateway that runs the template's WebSocket functions and serves the ``@connections`` API,
+and the management API: the template's ManagementFunction behind the SigV4 check IAM auth makes.
 Handler code is the code deployed to AWS: only endpoints and settings differ.
 """
 
@@ -31,6 +32,7 @@ JWT_ISSUER = "switchboard-local"
 JWT_AUDIENCE = "switchboard"
 STAGE = "local"
 NOTIFICATION_DOMAIN = "switchboard.local"
+MANAGEMENT_FUNCTION = "ManagementFunction"
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DevOptions:
     aws_port: int = 4566
     websocket_port: int = 3001
     management_port: int = 3002
+    management_api_port: int = 3003
     log_level: str = "INFO"
 
 
@@ -52,6 +55,8 @@ class LocalStack:
     _postgres: Any = None
     _moto: Any = None
     _gateway: Any = None
+    _management_api: Any = None
+    _management_function: Any = None
     _workers: list[Any] = field(default_factory=list)
     _stop: Any = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
@@ -67,11 +72,17 @@ class LocalStack:
         data_dir.mkdir(parents=True, exist_ok=True)
         ports = [
             _port(options.host, p)
-            for p in (options.aws_port, options.websocket_port, options.management_port)
+            for p in (
+                options.aws_port,
+                options.websocket_port,
+                options.management_port,
+                options.management_api_port,
+            )
         ]
-        aws_port, ws_port, management_port = ports
+        aws_port, ws_port, management_port, management_api_port = ports
         aws_url = f"http://{options.host}:{aws_port}"
-        jwt_secret = _persistent_secret(data_dir / "secrets.json")
+        kept = persistent_secrets(data_dir / "secrets.json")
+        jwt_secret = kept["jwt_secret"]
 
         database_url = self._start_postgres(data_dir / "pg")
         os.environ.update(_process_environment(aws_url, database_url, options.log_level))
@@ -98,6 +109,7 @@ class LocalStack:
         self._start_gateway(environment, options.host, ws_port, management_port)
         self._start_pollers(stack, environment)
         self._start_schedules(environment)
+        self._start_management_api(stack, environment, options.host, management_api_port, kept)
         self._watcher = threading.Thread(
             target=watch_notifications, args=(self._scheduler_stop,), name="notifications", daemon=True
         )
@@ -117,6 +129,12 @@ class LocalStack:
                 for job_type, (url, dlq) in ((jt, stack.job_queue(jt)) for jt in _job_types(self.template))
             },
         }
+        if self._management_api is not None:
+            self.info |= {
+                "management_url": self._management_api.url,
+                "aws_access_key_id": kept["management_access_key_id"],
+                "aws_secret_access_key": kept["management_secret_access_key"],
+            }
         _write_atomically(data_dir / "dev.json", json.dumps(self.info, indent=2) + "\n")
         out(
             f"switchboard dev: up ({len(self._workers)} queue functions, "
@@ -127,6 +145,11 @@ class LocalStack:
         out(f"  WebSocket       {self._gateway.websocket_url}?token=<JWT>")
         out(f"  JWT             HS256 with jwt_secret from dev.json, iss {JWT_ISSUER}, aud {JWT_AUDIENCE}")
         out(f"  @connections    {management_url}")
+        if self._management_api is not None:
+            signing = "SigV4 (execute-api) with the keys in dev.json"
+            out(f"  management API  {self._management_api.url}   {signing}")
+        else:
+            out("  management API  not served: template.yaml has no ManagementFunction")
         out(f"  settings        {data_dir / 'dev.json'}")
         return self.info
 
@@ -141,6 +164,10 @@ class LocalStack:
             if worker.is_alive():
                 worker.terminate()
                 worker.join(2)
+        if self._management_api is not None:
+            self._management_api.stop()
+        if self._management_function is not None:
+            self._management_function.shutdown()
         if self._gateway is not None:
             self._gateway.stop()
         if self._moto is not None:
@@ -169,11 +196,12 @@ class LocalStack:
     def _start_moto(self, host: str, port: int) -> None:
         import logging
 
-        from moto.server import ThreadedMotoServer
+        from infra.local_aws import LocalAwsServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per SQS call otherwise
 
-        self._moto = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        # moto's server app, plus the SQS message move tasks moto lacks (the management API's native redrive)
+        self._moto = LocalAwsServer(host, port)
         self._moto.start()
 
     @staticmethod
@@ -229,6 +257,44 @@ class LocalStack:
             identity_sources=tuple(api.identity_sources) if api else (),
         )
         self._gateway.start()
+
+    def _start_management_api(
+        self,
+        stack: Stack,
+        environment: Callable[[FunctionSpec], dict[str, str]],
+        host: str,
+        port: int,
+        kept: dict[str, str],
+    ) -> None:
+        """The management API, and Lambda ``Invoke`` of its function (a redrive continues by invoking the
+        function asynchronously); the function runs in processes of its own, as Lambda containers."""
+        from infra.function_processes import FunctionProcesses
+        from infra.management_gateway import ManagementApiServer, http_api_routes
+        from infra.sigv4_verify import SigV4Verifier
+        from infra.template import resolve
+
+        spec = self.template.functions.get(MANAGEMENT_FUNCTION)
+        if spec is None:
+            return
+        self._management_function = function = FunctionProcesses(spec.logical_id, environment(spec))
+        function.warm()
+        resource = self.template.resources[MANAGEMENT_FUNCTION]
+        declared_name = resource["Properties"].get("FunctionName")
+        names = {spec.logical_id}
+        if declared_name:
+            names.add(str(resolve(declared_name, stack.context())))
+        self._moto.functions.register(names, function.invoke, function.invoke_async)
+        verifier = SigV4Verifier(
+            kept["management_access_key_id"], kept["management_secret_access_key"], REGION
+        )
+        self._management_api = ManagementApiServer(
+            invoke=function.invoke,
+            verifier=verifier,
+            host=host,
+            port=port,
+            routes=http_api_routes(resource),
+        )
+        self._management_api.start()
 
     def _start_pollers(self, stack: Stack, environment: Callable[[FunctionSpec], dict[str, str]]) -> None:
         from infra.poller import run_poller
@@ -398,14 +464,26 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def _persistent_secret(path: Path) -> str:
-    if path.exists():
-        return str(json.loads(path.read_text(encoding="utf-8"))["jwt_secret"])
-    secret = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        stream.write(json.dumps({"jwt_secret": secret}) + "\n")
-    return secret
+def persistent_secrets(path: Path) -> dict[str, str]:
+    """The JWT secret and the management API's keys, generated once and kept in ``path`` (mode 0600); a
+    file from before a key existed gets the missing key added, the others kept."""
+    kept: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    generators: dict[str, Callable[[], str]] = {
+        "jwt_secret": lambda: secrets.token_urlsafe(32),
+        # the shapes of an IAM user's long-term key pair: AKIA + 16 characters, a 40-character secret
+        "management_access_key_id": lambda: "AKIA" + secrets.token_hex(8).upper(),
+        "management_secret_access_key": lambda: secrets.token_urlsafe(30),
+    }
+    missing = {name: make() for name, make in generators.items() if not kept.get(name)}
+    if missing:
+        kept |= missing
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(kept) + "\n")
+        os.replace(partial, path)
+    return {name: str(value) for name, value in kept.items()}
 
 
 def _port(host: str, wanted: int) -> int:

@@ -116,3 +116,66 @@ def receive_event(
     )
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return sqs_event(response.get("Messages", []), arn)
+
+
+def http_api_event(
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    user_arn: str | None = "arn:aws:iam::123456789012:user/operator",
+    api_id: str = "localapi",
+    stage: str = "$default",
+) -> dict[str, Any]:
+    """The event an HTTP API (payload format 2.0) hands a Lambda proxy integration for one request, with the
+    IAM authorizer's context (``requestContext.authorizer.iam``) when ``user_arn`` is given."""
+    from urllib.parse import urlencode
+
+    now = time.time()
+    request_context: dict[str, Any] = {
+        "accountId": "123456789012",
+        "apiId": api_id,
+        "domainName": f"{api_id}.execute-api.us-east-1.amazonaws.com",
+        "domainPrefix": api_id,
+        "http": {
+            "method": method.upper(),
+            "path": path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "switchboard-local",
+        },
+        "requestId": str(uuid.uuid4()),
+        "routeKey": "ANY /{proxy+}",
+        "stage": stage,
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        "timeEpoch": int(now * 1000),
+    }
+    if user_arn is not None:
+        request_context["authorizer"] = {
+            "iam": {
+                "accessKey": "AKIAEXAMPLE",
+                "accountId": "123456789012",
+                "callerId": "AIDAEXAMPLE",
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": user_arn,
+                "userId": "AIDAEXAMPLE",
+            }
+        }
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "ANY /{proxy+}",
+        "rawPath": path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "requestContext": request_context,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = dict(query)
+    if body is not None:
+        event["body"] = body
+    return event

@@ -26,8 +26,14 @@ def client(service: str, endpoint_url: str | None = None) -> Any:
 
 
 @cache
-def _cached_client(service: str, endpoint_url: str | None) -> Any:
-    config = Config(retries=_RETRIES, max_pool_connections=64, connect_timeout=3, read_timeout=10)
+def _cached_client(service: str, endpoint_url: str | None, validate: bool = True) -> Any:
+    config = Config(
+        retries=_RETRIES,
+        max_pool_connections=64,
+        connect_timeout=3,
+        read_timeout=10,
+        parameter_validation=validate,
+    )
     return boto3.session.Session().client(service, endpoint_url=endpoint_url, config=config)
 
 
@@ -44,6 +50,16 @@ class AwsClients:
     make: Callable[..., Any] = client
 
     def sqs(self) -> Any:
+        return self.make("sqs")
+
+    def sqs_prevalidated(self) -> Any:
+        """SQS without botocore's parameter validation, for requests built only from models this code has
+        validated (a fan-out's SendMessageBatch entries: ~0.4 ms of Python saved per 10-entry call,
+        measured, so ~40 ms per send-message job at 1000 participants). SQS still validates on its side: a
+        malformed request is refused as a ``ClientError`` instead of a ``ParamValidationError``. Any other
+        input goes through :meth:`sqs`. A ``make`` other than the container's (tests) gives its own client."""
+        if self.make is client:
+            return _cached_client("sqs", None, validate=False)
         return self.make("sqs")
 
     def sns(self) -> Any:

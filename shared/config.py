@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     # DLQ 14 days, so a redriven job is at most 18 days old; below that a redrive could run a job twice.
     cleanup_inbox_retention_days: int = Field(default=30, ge=19)
     cleanup_failures_retention_days: int = Field(default=90, ge=1)
+    # A batch that finished with failures keeps its sealed content this long, for a retry of its failed ones.
+    cleanup_batch_content_retention_days: int = Field(default=30, ge=0)
     # Encryption at rest (docs/contracts.md §5 encryption): the KMS key that wraps the per-conversation data
     # keys; plaintext data keys are cached per container for at most `encryption_key_cache_seconds`, at most
     # `encryption_key_cache_size` of them; a key version seals at most `encryption_max_messages_per_key`
@@ -129,6 +131,20 @@ class Settings(BaseSettings):
     cleanup_orphan_min_age_hours: float = Field(default=24.0, ge=0)
     # Keys the orphan sweep lists in one job before it continues with a cursor job (20 DeleteObjects calls).
     cleanup_max_listed_keys: int = Field(default=20_000, ge=1)
+
+    # Management API (docs/contracts.md §8). Health: a DLQ holding at least `..._dlq_degraded_depth` visible
+    # messages makes the status `degraded` (`..._dlq_unhealthy_depth`: `unhealthy`); so does a queue whose
+    # oldest message is older than the age thresholds. Selective redrive works in slices of at most
+    # `..._redrive_slice_seconds`, stopping `..._redrive_margin_seconds` before the deadline, and continues in
+    # an asynchronous invocation of the function itself; a running redrive whose last slice ended more than
+    # `..._redrive_stall_seconds` ago is continued again when it is read (a lost continuation).
+    management_dlq_degraded_depth: int = Field(default=1, ge=1)
+    management_dlq_unhealthy_depth: int = Field(default=1_000, ge=1)
+    management_queue_age_degraded_seconds: int = Field(default=300, ge=1)
+    management_queue_age_unhealthy_seconds: int = Field(default=1_800, ge=1)
+    management_redrive_slice_seconds: float = Field(default=20.0, gt=0, le=840)
+    management_redrive_margin_seconds: float = Field(default=5.0, ge=0, le=60)
+    management_redrive_stall_seconds: int = Field(default=120, ge=10)
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

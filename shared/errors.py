@@ -72,8 +72,8 @@ class StaleJob(PermanentJobError):
 
 
 class EncryptionNotAvailable(PermanentJobError):
-    """The conversation requires encryption at rest, which this path cannot honour: indexing (no blind index
-    of encrypted conversations yet), or send-message without a key ring."""
+    """The conversation requires encryption at rest, which this path cannot honour: send-message without a key
+    ring."""
 
     reason = "encryption-not-available"
 

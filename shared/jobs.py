@@ -100,12 +100,30 @@ class IndexingData(JobData):
 class BatchMessageData(JobData):
     batch_id: uuid.UUID
     sender_id: uuid.UUID
-    content: Content
+    content: Content | None = Field(
+        default=None,
+        description="required, except in a retry (attempt >= 1): it uses the batch's sealed content",
+    )
     content_type: ContentType = "text"
     recipient_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH_RECIPIENTS)
     chunk_size: int = Field(default=100, ge=1, le=MAX_CHUNK_SIZE)
     chunk_delay_seconds: int = Field(default=0, ge=0, le=MAX_CHUNK_DELAY_SECONDS)
     cursor: int | None = Field(default=None, ge=0, description="index of the next recipient to send to")
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        le=1_000,
+        description="0: the batch itself; n >= 1: its n-th retry of failed recipients",
+    )
+
+    @model_validator(mode="after")
+    def _content_unless_retry(self) -> Self:
+        # a retry sends the batch's own (sealed) content, never content of its own; the batch itself needs it
+        if self.attempt == 0 and self.content is None:
+            raise ValueError("content is required")
+        if self.attempt > 0 and (self.content is not None or self.cursor is None):
+            raise ValueError("a retry (attempt >= 1) carries no content and has a cursor")
+        return self
 
 
 class CleanupData(JobData):

@@ -50,7 +50,10 @@ _RENAMED_ACTIONS = {
     "sns": {"PublishBatch": "Publish"},
     # DeleteObjects is authorized per key, as s3:DeleteObject; a listing of a bucket as s3:ListBucket
     "s3": {"DeleteObjects": "DeleteObject", "ListObjectsV2": "ListBucket"},
+    "lambda": {"Invoke": "InvokeFunction"},
 }
+# Services whose requests are signed under another name than their IAM prefix (CloudWatch's is `monitoring`).
+_SIGNING_PREFIXES = {"monitoring": "cloudwatch"}
 # The API Gateway management API (@connections): one IAM action for every operation.
 _MANAGE_CONNECTIONS = "execute-api:ManageConnections"
 # A code-package location for the translator (SAM refuses a local CodeUri; `sam package` replaces it too).
@@ -62,7 +65,8 @@ def iam_action(signing_name: str, operation: str) -> str:
     ``signing_name`` (botocore's ``signingName``: ``ses`` for SES v2, ``execute-api`` for @connections)."""
     if signing_name == "execute-api":
         return _MANAGE_CONNECTIONS
-    return f"{signing_name}:{_RENAMED_ACTIONS.get(signing_name, {}).get(operation, operation)}"
+    prefix = _SIGNING_PREFIXES.get(signing_name, signing_name)
+    return f"{prefix}:{_RENAMED_ACTIONS.get(prefix, {}).get(operation, operation)}"
 
 
 @dataclass(frozen=True, order=True)

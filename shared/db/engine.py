@@ -7,16 +7,22 @@ on every *new* connection, so a rotated password is picked up without a cold sta
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from shared.config import Settings, get_settings
 from shared.errors import ConfigurationError
 
 DRIVER = "postgresql+pg8000"
+# A pooled connection idle for longer than this is pinged before use (a frozen Lambda container's
+# connections may have died meanwhile); one used a moment ago is not: that is one ping per invocation instead
+# of one per checkout (a send-message job checks a connection out twice).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def normalize_url(url: str) -> URL:
@@ -81,8 +87,8 @@ def build_engine(settings: Settings) -> Engine:
         else {
             "pool_size": settings.db_pool_size,
             "max_overflow": 0,
-            "pool_pre_ping": True,
             "pool_recycle": 900,
+            "pool_use_lifo": True,  # the connection used last (and not pinged again) is the one reused
         }
     )
     # hide_parameters: an error's text never quotes the statement's values (message content, contact data).
@@ -96,6 +102,16 @@ def build_engine(settings: Settings) -> Engine:
             cparams["user"] = secret["username"]
             cparams["password"] = secret["password"]
 
+    from shared.db import driver
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        # after _fresh_credentials (listeners run in order): the connection with the one-round-trip COMMIT
+        return driver.connect(*cargs, **cparams)
+
+    if not settings.db_use_null_pool:
+        _ping_when_idle(engine)
+
     timeout = settings.db_statement_timeout_ms
 
     @event.listens_for(engine, "connect")
@@ -108,6 +124,32 @@ def build_engine(settings: Settings) -> Engine:
         dbapi_connection.commit()
 
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling (SQLAlchemy's ``pool_pre_ping``), for connections idle longer than
+    PING_AFTER_IDLE_SECONDS only: a dead one is replaced before the job uses it (raising
+    ``DisconnectionError`` from ``checkout`` makes the pool discard it and connect anew)."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        idle_from = connection_record.info.get("idle_from")
+        if idle_from is None or time.monotonic() - idle_from < PING_AFTER_IDLE_SECONDS:
+            return  # just connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except OSError as exc:  # pg8000 lets a reset socket's error through unwrapped
+            connection_record.info.pop("idle_from", None)
+            raise DisconnectionError("connection lost while idle") from exc
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                connection_record.info.pop("idle_from", None)
+                raise DisconnectionError("connection lost while idle") from exc
+            raise
 
 
 @lru_cache(maxsize=1)

@@ -202,9 +202,19 @@ class MessageBatch(Base):
     cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
     cancelled_at: Mapped[datetime | None]
     enqueued_at: Mapped[datetime | None]
+    # migration 0010: how many times its failed recipients were retried (the attempt now running), and the
+    # batch's content sealed at rest for those retries (AES-256-GCM under a KMS data key whose encryption
+    # context names the batch; shared/services/batches/sealing.py), cleared once no retry can need it
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    content_type: Mapped[str | None] = mapped_column(String(32))
+    content_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_kms_key_id: Mapped[str | None] = mapped_column(String(2048))
 
 
-BATCH_JOB_STATUSES = ("pending", "queued", "sent", "failed", "cancelled")
+# "retried" (migration 0010): a failed row a retry superseded with a new row (new job id); it counts nowhere
+BATCH_JOB_STATUSES = ("pending", "queued", "sent", "failed", "cancelled", "retried")
 
 
 class BatchJob(Base):
@@ -239,6 +249,8 @@ class BatchJob(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     error: Mapped[str | None] = mapped_column(String(200))  # migration 0006: why the row failed (a code)
+    # migration 0010: the batch's retry this row belongs to (0: the batch itself)
+    attempt: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class JobInbox(Base):
@@ -276,6 +288,47 @@ class JobFailure(Base):
     first_failed_at: Mapped[datetime] = _now()
     last_failed_at: Mapped[datetime] = _now()
     redriven_at: Mapped[datetime | None]
+
+
+REDRIVE_MODES = ("native", "selective")
+REDRIVE_STATUSES = ("running", "completed", "cancelling", "cancelled", "failed")
+
+
+class Redrive(Base):
+    """One redrive asked of the management API (docs/contracts.md §8), who asked it and how far it got.
+
+    ``native``: an SQS message-move task (``task_handle``), its counts refreshed from ListMessageMoveTasks.
+    ``selective``: moved by the management function itself, slice by slice; ``lease_until`` keeps two
+    invocations from working on it at once. ``filter`` is the request's filter; it never holds content."""
+
+    __tablename__ = "redrives"
+    __table_args__ = (
+        CheckConstraint(_one_of("mode", REDRIVE_MODES), name="mode"),
+        CheckConstraint(_one_of("status", REDRIVE_STATUSES), name="status"),
+        Index("ix_redrives_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    job_type: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    principal: Mapped[str] = mapped_column(String(2048))
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    max_messages: Mapped[int | None] = mapped_column(Integer)
+    max_per_second: Mapped[int | None] = mapped_column(Integer)
+    matched: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    moved: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    kept: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    to_move: Mapped[int | None] = mapped_column(BigInteger)
+    task_handle: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    slices: Mapped[int] = mapped_column(Integer, server_default="0")
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None]
 
 
 # --- notifications (docs/contracts.md §5 notification) ------------------------------------------------------
@@ -401,15 +454,19 @@ class NotificationDelivery(Base):
 
 class MessageSearch(Base):
     """The search index of one message (the ``indexing`` job): ``document``, a tsvector (content A, sender
-    name B, conversation title C, built with ``search_config``). ``blind_tokens`` / ``key_version`` are
-    reserved for the blind index of encrypted conversations (not built: those are not indexed); exactly one of
-    ``document`` and ``blind_tokens`` is set. ``conversation_id`` and ``created_at`` are the message's,
-    copied so a search filters and orders on this table alone."""
+    name B, conversation title C, built with ``search_config``), for a plaintext conversation; or, for an
+    encrypted one, ``blind_tokens`` (keyed hashes of its whole tokens, shared/services/search/blind.py) and
+    ``key_version`` (the data key version its index key derives from), with no ``search_config`` (migration
+    0009). Exactly one of ``document`` and ``blind_tokens`` is set. ``conversation_id`` and ``created_at``
+    are the message's, copied so a search filters and orders on this table alone."""
 
     __tablename__ = "message_search"
     __table_args__ = (
         CheckConstraint("(document IS NULL) <> (blind_tokens IS NULL)", name="one_kind"),
         CheckConstraint("(blind_tokens IS NULL) = (key_version IS NULL)", name="blind_key_version"),
+        CheckConstraint(
+            "blind_tokens IS NULL OR (search_config IS NULL AND key_version >= 1)", name="blind_row_shape"
+        ),
         Index("ix_message_search_conversation_id_created_at", "conversation_id", "created_at", "message_id"),
         Index("ix_message_search_document", "document", postgresql_using="gin"),
         Index("ix_message_search_blind_tokens", "blind_tokens", postgresql_using="gin"),

@@ -42,7 +42,7 @@ from shared.errors import (
     TransientJobError,
 )
 from shared.jobs import DataT, Job, JobKind
-from shared.observability import logger, metrics
+from shared.observability import job_span, logger, metrics
 from shared.runtime import inbox
 from shared.runtime.effects import Effect, EffectKinds, perform_effects
 from shared.runtime.retry import backoff_seconds
@@ -162,7 +162,8 @@ def _process_record(record: SQSRecord, invocation: _Invocation) -> None:
         job = invocation.consumer.kind.parse(record.body)
         logger.append_keys(job_id=str(job.job_id), correlation_id=job.correlation_id)
         _check_age(job, record, invocation)
-        _execute(job, invocation)
+        with job_span(job.job_type):
+            _execute(job, invocation)
         metrics.add_metric(name="JobAge", unit=MetricUnit.Milliseconds, value=_age_ms(job.created_at))
     except PermanentJobError as exc:
         try:
@@ -258,7 +259,7 @@ def _failure(
     return inbox.Failure(
         sqs_message_id=record.message_id,
         source_queue_arn=record.event_source_arn,
-        job_id=job.job_id if job is not None else None,
+        job_id=job.job_id if job is not None else inbox.readable_job_id(record.body),
         job_type=consumer.kind.name,
         error_class=type(exc).__name__,
         reason=getattr(exc, "reason", "retries-exhausted") if permanent else "retries-exhausted",

@@ -57,6 +57,8 @@ class RunningStack:
             "0",
             "--management-port",
             "0",
+            "--management-api-port",
+            "0",
             "--log-level",
             "WARNING",
         ]

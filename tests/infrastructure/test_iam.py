@@ -323,6 +323,7 @@ def test_every_aws_call_a_function_made_is_allowed_by_its_role(
             ("sqs:SendMessage", arns["SendMessageQueue"]),
             ("sqs:SendMessage", arns["BatchMessageQueue"]),
             ("sqs:ChangeMessageVisibility", arns["BatchMessageQueue"]),
+            ("kms:GenerateDataKey", aws.attributes[("EncryptionKey", "Arn")]),  # content sealed for retries
         },
         "NotificationFunction": {
             ("sqs:SendMessage", arns["NotificationDLQ"]),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from infra.moto_frames import posted_frames
@@ -244,7 +244,9 @@ def encryption_job(message_id, operation: str, **extra: Any) -> dict[str, Any]:
     return job("encryption", {"message_id": str(message_id), "operation": operation, **extra})
 
 
-def test_encrypt_is_idempotent_and_removes_the_plaintext_search_entry(world, db, encryption, function, aws):
+def test_encrypt_is_idempotent_and_replaces_the_plaintext_search_entry_by_a_blind_one(
+    world, db, encryption, function, aws
+):
     alice, _, conversation = encrypted_pair(world, db)
     message = add_message(world, conversation, alice, SECRET)
     with db.begin() as conn:
@@ -253,16 +255,16 @@ def test_encrypt_is_idempotent_and_removes_the_plaintext_search_entry(world, db,
                 message_id=message,
                 conversation_id=conversation,
                 created_at=message_row(db, message).created_at,
-                document=None,
-                blind_tokens=[1],
-                key_version=1,
+                document=func.to_tsvector("simple", SECRET),
+                search_config="simple",
             )
         )
     encryption.send(encryption_job(message, "encrypt"))
     encryption.drain()
     first = message_row(db, message)
     assert first.content is None and first.content_ciphertext is not None
-    assert world.rows(select(MessageSearch).where(MessageSearch.message_id == message)) == []
+    [entry] = world.rows(select(MessageSearch).where(MessageSearch.message_id == message))
+    assert entry.document is None and entry.search_config is None and entry.blind_tokens
     encryption.send(encryption_job(message, "encrypt"))  # again (another job id): left alone
     encryption.drain()
     again = message_row(db, message)
@@ -354,7 +356,13 @@ def test_the_encryption_function_is_the_encryption_queues_consumer(template):
         for statement in policy.get("Statement", [])
         if any(str(action).startswith("kms:") for action in _actions(statement))
     }
-    assert users == {"EncryptionFunction", "SendMessageFunction"}
+    assert users == {
+        "EncryptionFunction",
+        "SendMessageFunction",
+        "IndexingFunction",  # the blind index's key derives from the conversation's data key
+        "WebSocketSearchFunction",
+        "BatchMessageFunction",  # a batch's content, sealed for a retry of its failed recipients
+    }
 
 
 def _actions(statement: dict[str, Any]) -> list[Any]:
@@ -381,7 +389,8 @@ def test_send_message_seals_inline_and_no_plaintext_is_at_rest(function, world, 
         assert SECRET not in json.dumps(inbox.effects_pending, default=str)
     [frame] = [f for f in posted_frames(connection) if f["type"] == "message.new"]
     assert frame["message"]["content"] == SECRET  # decrypted in memory for the frame
-    assert queue_messages(aws, "IndexingQueue") == []  # not indexed
+    [indexing] = queue_messages(aws, "IndexingQueue")  # indexed blind, from the stored message
+    assert SECRET not in indexing["Body"]
     [notification] = queue_messages(aws, "NotificationQueue")
     notification_data = json.loads(notification["Body"])["data"]
     assert notification_data["body"] == "New message from Alice"
@@ -399,8 +408,7 @@ def test_the_pending_message_new_effect_holds_a_reference_not_the_content(world,
         effects = send_message(SEND_MESSAGE.new(data), session, keys)
     stored = json.dumps([effect.model_dump(mode="json") for effect in effects])
     assert SECRET not in stored
-    [effect] = effects
-    assert isinstance(effect, BroadcastNewMessage)
+    [effect] = [e for e in effects if isinstance(e, BroadcastNewMessage)]  # and the indexing job's enqueue
     assert effect.sealed_message_id == data.message_id
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import boto3
 import pytest
@@ -94,3 +95,61 @@ def test_connections_carry_the_statement_timeout_and_utc(database_url):
     finally:
         raw.close()
         fresh.dispose()
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_use(database_url, engine, monkeypatch):
+    """One ping per idle connection, not per checkout: a connection killed while idle longer than
+    PING_AFTER_IDLE_SECONDS is discarded at checkout, and the caller gets a fresh one."""
+    import shared.db.engine as engine_module
+
+    pooled = build_engine(Settings(database_url=database_url, db_pool_size=1))
+    try:
+        with pooled.connect() as conn:
+            first_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.begin() as other:  # another engine's connection kills the idle one
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first_pid})
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        with pooled.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first_pid
+    finally:
+        pooled.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(database_url, monkeypatch):
+    engine = build_engine(Settings(database_url=database_url, db_pool_size=1))
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
+    try:
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        assert pings == []
+        import shared.db.engine as engine_module
+
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert len(pings) == 1
+    finally:
+        engine.dispose()
+
+
+def test_commit_is_one_simple_query_and_commits(database_url):
+    from shared.db import driver
+
+    engine = build_engine(Settings(database_url=database_url, db_pool_size=1))
+    try:
+        with engine.begin() as conn:
+            assert isinstance(conn.connection.dbapi_connection, driver.Connection)
+            conn.execute(text("CREATE TEMP TABLE committed_here (x int) ON COMMIT PRESERVE ROWS"))
+            conn.execute(text("INSERT INTO committed_here VALUES (1)"))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM committed_here")).scalar_one() == 1
+    finally:
+        engine.dispose()

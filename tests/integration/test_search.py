@@ -10,10 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Text, cast, func, insert, select, update
+from sqlalchemy import Text, cast, func, insert, literal_column, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from shared.aws import AwsClients
+from shared.config import get_settings
 from shared.db.models import Conversation, Message, MessageSearch
+from shared.services.crypto.keys import DATA_KEYS, KeyRing
+from shared.services.crypto.service import rotate_conversation_key, shred_conversation
+from shared.services.search import blind
+from shared.services.search import engine as search_engine
 from tests.conftest import queue_messages, ws_frames
 from tests.faults import failing_statements
 from tests.world import job
@@ -497,19 +504,346 @@ def test_a_search_is_a_constant_number_of_statements(world, index, search, db):
     assert statements_for(1) == statements_for(12) <= 4
 
 
-def test_a_message_of_an_encrypted_conversation_is_refused_not_indexed_in_plaintext(world, indexing, aws):
-    alice, bob = world.user("alice"), world.user("bob")
-    conversation = world.conversation([alice, bob], encrypted=True)
-    message = add_message(world, conversation, alice, "never as lexemes")
-    indexing.send(index_job(message))
-    indexing.drain()
-    assert stored(world, message) is None
-    (dead,) = queue_messages(aws, "IndexingDLQ")
-    assert dead["MessageAttributes"]["ErrorReason"]["StringValue"] == "encryption-not-available"
-
-
 def test_the_indexing_function_is_the_indexing_queues_consumer(template):
     (event,) = template.functions["IndexingFunction"].sqs_events
     assert event.queue_logical_id == "IndexingQueue"
     assert event.function_response_types == ("ReportBatchItemFailures",)
     assert template.websocket_routes["search"].logical_id == "WebSocketSearchFunction"
+
+
+# --- encrypted conversations: the blind index -------------------------------------------------------------
+
+
+@pytest.fixture
+def encrypt(function, aws):
+    """``encrypt(*message_ids)``: seal plaintext messages through EncryptionFunction (the ``encrypt``
+    operation), with an empty data key cache before and after."""
+    DATA_KEYS.clear()
+    encryption = function("EncryptionFunction")
+
+    def run(*message_ids: uuid.UUID) -> None:
+        for message_id in message_ids:
+            encryption.send(job("encryption", {"message_id": str(message_id), "operation": "encrypt"}))
+        encryption.drain()
+        assert queue_messages(aws, "EncryptionDLQ") == []
+
+    yield run
+    DATA_KEYS.clear()
+
+
+@pytest.fixture
+def key_ring(aws, monkeypatch) -> KeyRing:
+    monkeypatch.setenv("ENCRYPTION_KEY_ARN", aws.attributes[("EncryptionKey", "Arn")])
+    get_settings.cache_clear()
+    return KeyRing(AwsClients(), get_settings())
+
+
+def sealed_message(world, encrypt, index, conversation, sender, content: str, **kwargs: Any) -> uuid.UUID:
+    """A message of an encrypted conversation, sealed and then indexed through the real functions."""
+    message = add_message(world, conversation, sender, content, **kwargs)
+    encrypt(message)
+    index(message)
+    return message
+
+
+def index_key_of(db, key_ring: KeyRing, conversation) -> Any:
+    with Session(db) as session:
+        return key_ring.index_key_of(session, conversation, create=False)
+
+
+def test_an_encrypted_message_is_indexed_by_blind_tokens_only(world, encrypt, index, key_ring, db):
+    alice, bob = world.user("Alice Zephyr"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True, title="Night Ops")
+    content = "The EAGLE lands at midnight, the eagle!"
+    message = sealed_message(world, encrypt, index, conversation, alice, content)
+    row = stored(world, message)
+    assert row.document is None and row.search_config is None and row.key_version == 1
+    key = index_key_of(db, key_ring, conversation)
+    assert key.key_version == 1
+    expected = blind.blind_tokens(key.key, content, "Alice Zephyr", "Night Ops")
+    assert row.blind_tokens == expected and len(expected) == 9  # distinct: eagle counted once
+    with db.connect() as conn:
+        at_rest = conn.execute(
+            select(cast(func.row_to_json(literal_column("message_search.*")), Text))
+            .select_from(MessageSearch)
+            .where(MessageSearch.message_id == message)
+        ).scalar_one()
+        stored_content = conn.execute(select(Message.content).where(Message.id == message)).scalar_one()
+    for word in ("eagle", "EAGLE", "midnight", "lands"):
+        assert word not in at_rest
+    assert stored_content is None
+
+
+def test_the_database_refuses_a_blind_row_with_a_text_search_configuration(world, db):
+    from sqlalchemy.exc import DBAPIError  # pg8000 reports a check violation as a ProgrammingError
+
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    message = add_message(world, conversation, alice, "x")
+    row = {
+        "message_id": message,
+        "conversation_id": conversation,
+        "created_at": datetime.now(UTC),
+        "blind_tokens": [1],
+        "key_version": 1,
+    }
+    with pytest.raises(DBAPIError, match="blind_row_shape"), db.begin() as conn:
+        conn.execute(insert(MessageSearch).values(**row, search_config="simple"))
+    with pytest.raises(DBAPIError, match="blind_row_shape"), db.begin() as conn:
+        conn.execute(insert(MessageSearch).values(**row | {"key_version": 0}))
+
+
+def test_the_blind_hash_is_keyed_normalised_and_per_conversation(world, encrypt, index, key_ring, db):
+    alice, bob = world.user("alice"), world.user("bob")
+    first = world.conversation([alice, bob], encrypted=True)
+    second = world.conversation([alice, bob], encrypted=True)
+    fullwidth = "\uff23\uff21\uff26\u00c9"  # NFKC and lower-casing make it café
+    a = sealed_message(world, encrypt, index, first, alice, fullwidth)
+    b = sealed_message(world, encrypt, index, second, alice, "café")
+    key_a, key_b = index_key_of(db, key_ring, first), index_key_of(db, key_ring, second)
+    assert blind.token_hash(key_a.key, "café") in stored(world, a).blind_tokens
+    assert blind.token_hash(key_b.key, "café") in stored(world, b).blind_tokens
+    assert not set(stored(world, a).blind_tokens) & set(stored(world, b).blind_tokens)
+
+
+def test_search_in_an_encrypted_conversation_matches_whole_tokens_newest_first(world, encrypt, index, search):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    now = datetime.now(UTC)
+    older = sealed_message(
+        world, encrypt, index, conversation, alice, "meet at the harbour", at=now - timedelta(minutes=3)
+    )
+    newer = sealed_message(
+        world, encrypt, index, conversation, bob, "Harbour it is", at=now - timedelta(minutes=2)
+    )
+    sealed_message(
+        world, encrypt, index, conversation, bob, "harbours are nice", at=now - timedelta(minutes=1)
+    )
+    connection = world.connect(bob)
+    answer = search(connection, query="HARBOUR", conversation_id=str(conversation))
+    assert ids(answer) == [str(newer), str(older)]
+    assert answer["results"][0]["snippet"] == "<mark>Harbour</mark> it is"
+    assert answer["results"][1]["snippet"] == "meet at the <mark>harbour</mark>"
+    assert answer["results"][0]["seq"] == 2 and answer["results"][0]["sender_id"] == str(bob)
+    assert ids(search(connection, query="harb")) == []  # whole tokens: no prefixes, no stemming
+    assert ids(search(connection, query="meet harbour")) == [str(older)]  # AND
+    assert ids(search(connection, query="harbour -meet")) == [str(newer)]  # exclusion
+    assert ids(search(connection, query='"it harbour"')) == [str(newer)]  # a phrase: AND of its tokens
+
+
+def test_encrypted_snippets_are_escaped_and_centred_on_the_match(world, encrypt, index, search):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    words = " ".join(f"w{i}" for i in range(40))
+    escaped = sealed_message(world, encrypt, index, conversation, alice, "<b>tent</b> & co")
+    long = sealed_message(world, encrypt, index, conversation, alice, f"{words} lantern {words}")
+    connection = world.connect(bob)
+    [hit] = search(connection, query="co tent")["results"]
+    assert hit["message_id"] == str(escaped)
+    assert hit["snippet"] == "&lt;b&gt;<mark>tent</mark>&lt;/b&gt; &amp; <mark>co</mark>"
+    [hit] = search(connection, query="lantern")["results"]
+    assert hit["message_id"] == str(long)
+    snippet = hit["snippet"].split()
+    assert len(snippet) == blind.SNIPPET_WORDS and snippet[blind.SNIPPET_LEAD] == "<mark>lantern</mark>"
+
+
+def test_pages_of_an_encrypted_conversation_follow_the_before_cursor(world, encrypt, index, search):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    now = datetime.now(UTC)
+    messages = [
+        sealed_message(world, encrypt, index, conversation, alice, f"tide {i}", at=now - timedelta(minutes=i))
+        for i in range(5)
+    ]
+    connection = world.connect(bob)
+    seen: list[str] = []
+    before = None
+    while True:
+        frame = {"query": "tide", "limit": 2} | ({"before": before} if before else {})
+        answer = search(connection, **frame)
+        seen += ids(answer)
+        before = answer["next_before"]
+        if before is None:
+            break
+    assert seen == [str(m) for m in messages]
+
+
+def test_a_search_across_conversations_mixes_plaintext_and_encrypted_ones(world, encrypt, index, search):
+    alice, bob, carol = world.user("alice"), world.user("bob"), world.user("carol")
+    plain = world.conversation([alice, bob])
+    secret = world.conversation([alice, bob], encrypted=True)
+    not_mine = world.conversation([alice, carol], encrypted=True)
+    now = datetime.now(UTC)
+    a = add_message(world, plain, alice, "lunch at noon", at=now - timedelta(minutes=3))
+    index(a)
+    b = sealed_message(world, encrypt, index, secret, alice, "Lunch tomorrow", at=now - timedelta(minutes=2))
+    c = add_message(world, plain, alice, "more lunch", at=now - timedelta(minutes=1))
+    index(c)
+    sealed_message(world, encrypt, index, not_mine, alice, "lunch for carol", at=now)
+    answer = search(world.connect(bob), query="lunch")
+    assert ids(answer) == [str(c), str(b), str(a)]
+    snippets = [r["snippet"] for r in answer["results"]]
+    assert snippets == [
+        "more <mark>lunch</mark>",
+        "<mark>Lunch</mark> tomorrow",
+        "<mark>lunch</mark> at noon",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("tent or lantern", "'or' is not supported"),
+        ("!!! ...", "no searchable words"),
+        ("-tent", "no searchable"),
+    ],
+    ids=["or", "punctuation-only", "exclusion-only"],
+)
+def test_a_query_the_blind_index_cannot_answer_gets_an_error_frame(
+    world, encrypt, index, search, query, message
+):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    sealed_message(world, encrypt, index, conversation, alice, "tent")
+    answer = search(world.connect(bob), query=query, conversation_id=str(conversation))
+    assert answer["type"] == "error" and answer["code"] == "invalid-query" and answer["request_id"] == "r1"
+    assert message in answer["message"]
+
+
+def test_a_search_over_too_many_encrypted_conversations_is_refused(world, search, monkeypatch):
+    alice, bob = world.user("alice"), world.user("bob")
+    for _ in range(3):
+        world.conversation([alice, bob], encrypted=True)
+    monkeypatch.setattr(search_engine, "MAX_ENCRYPTED_CONVERSATIONS", 2)
+    answer = search(world.connect(bob), query="anything")
+    assert answer["code"] == "invalid-query" and "conversation_id" in answer["message"]
+
+
+def test_after_shredding_a_search_finds_nothing_and_indexing_is_refused(
+    world, encrypt, index, search, indexing, aws, db
+):
+    alice, bob = world.user("alice"), world.user("bob")
+    plain = world.conversation([alice, bob])
+    conversation = world.conversation([alice, bob], encrypted=True)
+    message = sealed_message(world, encrypt, index, conversation, alice, "shred me")
+    visible = add_message(world, plain, alice, "shred me too")
+    index(visible)
+    connection = world.connect(bob)
+    assert set(ids(search(connection, query="shred"))) == {str(message), str(visible)}
+    with Session(db) as session, session.begin():
+        assert shred_conversation(session, conversation) == 1
+    assert stored(world, message) is not None  # the rows stay, unusable
+    answer = search(connection, query="shred", conversation_id=str(conversation))
+    assert answer == {"type": "search.results", "request_id": "r1", "results": [], "next_before": None}
+    assert ids(search(connection, query="shred")) == [str(visible)]
+    indexing.send(index_job(message, "update"))
+    indexing.drain()
+    (dead,) = queue_messages(aws, "IndexingDLQ")
+    assert dead["MessageAttributes"]["ErrorReason"]["StringValue"] == "encryption-key-unavailable"
+
+
+def test_search_still_finds_messages_after_rotation(world, encrypt, index, search, function, key_ring, db):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    now = datetime.now(UTC)
+    before = sealed_message(
+        world, encrypt, index, conversation, alice, "compass", at=now - timedelta(minutes=1)
+    )
+    with Session(db) as session, session.begin():
+        assert rotate_conversation_key(session, key_ring, conversation) == 2
+    rotation = function("EncryptionFunction")
+    rotation.send(job("encryption", {"message_id": str(before), "operation": "rotate"}))
+    rotation.drain()
+    after = sealed_message(world, encrypt, index, conversation, alice, "compass rose", at=now)
+    index(before, operation="update")  # re-indexed from its content re-sealed under version 2
+    assert world.rows(select(Message.encryption_key_version).where(Message.id.in_([before, after]))) == [
+        (2,),
+        (2,),
+    ]
+    assert {stored(world, m).key_version for m in (before, after)} == {1}  # the index key's version
+    DATA_KEYS.clear()  # a cold container: the key is unwrapped again
+    answer = search(world.connect(bob), query="compass")
+    assert ids(answer) == [str(after), str(before)]
+    assert answer["results"][1]["snippet"] == "<mark>compass</mark>"
+
+
+def test_a_message_not_sealed_yet_is_indexed_blind_under_a_first_key(world, index, search, indexing, aws):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)  # just turned on: nothing sealed
+    DATA_KEYS.clear()
+    message = add_message(world, conversation, alice, "not yet sealed")
+    index(message)
+    assert queue_messages(aws, "IndexingDLQ") == []
+    row = stored(world, message)
+    assert row.document is None and row.key_version == 1 and row.blind_tokens
+    answer = search(world.connect(bob), query="sealed")
+    assert ids(answer) == [str(message)] and answer["results"][0]["snippet"] == "not yet <mark>sealed</mark>"
+
+
+def test_a_tampered_message_is_found_without_a_snippet_not_a_500(world, encrypt, index, search, db):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    message = sealed_message(world, encrypt, index, conversation, alice, "anchor point")
+    with db.begin() as conn:
+        conn.execute(update(Message).where(Message.id == message).values(content_nonce=b"\x00" * 12))
+    answer = search(world.connect(bob), query="anchor")
+    assert ids(answer) == [str(message)] and answer["results"][0]["snippet"] == ""
+
+
+def test_an_encrypted_search_is_a_constant_number_of_statements_and_kms_calls(
+    world, encrypt, index, search, db, kms_decrypts
+):
+    from sqlalchemy import event
+
+    alice = world.user("alice")
+
+    def costs(conversations: int) -> tuple[int, int]:
+        user = world.user("searcher")
+        for _ in range(conversations):
+            conversation = world.conversation([alice, user], encrypted=True)
+            sealed_message(world, encrypt, index, conversation, alice, "needle")
+        connection = world.connect(user)
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            seen.append(statement)
+
+        DATA_KEYS.clear()
+        kms_decrypts.clear()
+        event.listen(db, "before_cursor_execute", record)
+        try:
+            assert len(ids(search(connection, query="needle"))) == conversations
+        finally:
+            event.remove(db, "before_cursor_execute", record)
+        cold = len(kms_decrypts)
+        search(connection, query="needle")
+        assert len(kms_decrypts) == cold  # warm: every key from the cache
+        return len(seen), cold
+
+    one, twelve = costs(1), costs(12)
+    assert one[0] == twelve[0] <= 4
+    assert (one[1], twelve[1]) == (1, 12)  # cold: one unwrap per encrypted conversation
+
+
+@pytest.fixture
+def kms_decrypts(aws):
+    """Every KMS Decrypt the code makes."""
+    calls: list[str] = []
+    client = AwsClients().kms()
+
+    def record(model: Any, **_: Any) -> None:
+        if model.name == "Decrypt":
+            calls.append(model.name)
+
+    client.meta.events.register("before-parameter-build.kms", record, unique_id="tests.kms_decrypts")
+    yield calls
+    client.meta.events.unregister("before-parameter-build.kms", unique_id="tests.kms_decrypts")
+
+
+def test_encrypted_content_and_queries_never_reach_the_logs(world, encrypt, index, search, capsys, caplog):
+    alice, bob = world.user("alice"), world.user("bob")
+    conversation = world.conversation([alice, bob], encrypted=True)
+    sealed_message(world, encrypt, index, conversation, alice, "confidential walrusword")
+    assert ids(search(world.connect(bob), query="walrusword"))
+    captured = capsys.readouterr()
+    assert "walrusword" not in captured.out + captured.err + caplog.text

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, func, literal, select, update
+from sqlalchemy import LargeBinary, String, and_, any_, bindparam, case, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.orm import Session
 
@@ -21,9 +21,11 @@ from shared.db.models import (
     BatchJob,
     Conversation,
     ConversationParticipant,
+    Message,
     MessageBatch,
     User,
 )
+from shared.services.batches.sealing import SealedContent
 
 _IDS = UUID(as_uuid=True)
 OUTSTANDING = ("pending", "queued")
@@ -36,15 +38,41 @@ def lock_batch(session: Session, batch_id: uuid.UUID) -> Any:
     ).scalar_one_or_none()
 
 
-def create_batch(session: Session, batch_id: uuid.UUID, sender_id: uuid.UUID, total: int) -> bool:
-    """Insert the batch if its sender exists and is not deleted; False if it did not (unknown sender)."""
+def create_batch(
+    session: Session,
+    batch_id: uuid.UUID,
+    sender_id: uuid.UUID,
+    total: int,
+    content_type: str,
+    sealed: SealedContent,
+) -> bool:
+    """Insert the batch (with its sealed content) if its sender exists and is not deleted; False if it did
+    not (unknown sender)."""
     created = session.execute(
         insert(MessageBatch)
         .from_select(
-            ["id", "sender_id", "total", "status"],
-            select(literal(batch_id, _IDS), User.id, literal(total), literal("running")).where(
-                User.id == sender_id, User.deleted_at.is_(None)
-            ),
+            [
+                "id",
+                "sender_id",
+                "total",
+                "status",
+                "content_type",
+                "content_ciphertext",
+                "content_nonce",
+                "content_wrapped_key",
+                "content_kms_key_id",
+            ],
+            select(
+                literal(batch_id, _IDS),
+                User.id,
+                literal(total),
+                literal("running"),
+                literal(content_type, String),
+                literal(sealed.ciphertext, LargeBinary),
+                literal(sealed.nonce, LargeBinary),
+                literal(sealed.wrapped_key, LargeBinary),
+                literal(sealed.kms_key_id, String),
+            ).where(User.id == sender_id, User.deleted_at.is_(None)),
         )
         .on_conflict_do_nothing()
         .returning(MessageBatch.id)
@@ -58,18 +86,20 @@ def insert_ledger(
     job_ids: list[uuid.UUID],
     recipient_ids: list[uuid.UUID],
     message_ids: list[uuid.UUID],
+    attempt: int = 0,
 ) -> None:
-    """One ``pending`` row per recipient (the three lists are parallel)."""
+    """One ``pending`` row per recipient (the three lists are parallel), of the batch's ``attempt``."""
     session.execute(
         insert(BatchJob)
         .from_select(
-            ["batch_id", "job_id", "recipient_id", "message_id", "status"],
+            ["batch_id", "job_id", "recipient_id", "message_id", "status", "attempt"],
             select(
                 literal(batch_id, _IDS),
                 func.unnest(bindparam("job_ids", job_ids, type_=UUID_ARRAY)),
                 func.unnest(bindparam("recipient_ids", recipient_ids, type_=UUID_ARRAY)),
                 func.unnest(bindparam("message_ids", message_ids, type_=UUID_ARRAY)),
                 literal("pending"),
+                literal(attempt),
             ),
         )
         .on_conflict_do_nothing()
@@ -194,6 +224,117 @@ def fail_jobs(session: Session, batch_id: uuid.UUID, job_ids: list[uuid.UUID] | 
         execution_options={"synchronize_session": False},
     ).all()
     return len(result)
+
+
+def failed_rows(session: Session, batch_id: uuid.UUID) -> list[Any]:
+    """The batch's ``failed`` rows that name their recipient (``recipient_id``, ``job_id``, ``message_id``),
+    in recipient order: what a retry sends again. A row without a recipient (a job dead-lettered before it
+    was known) cannot be retried and stays failed."""
+    return list(
+        session.execute(
+            select(BatchJob.recipient_id, BatchJob.job_id, BatchJob.message_id)
+            .where(
+                BatchJob.batch_id == batch_id,
+                BatchJob.status == "failed",
+                BatchJob.recipient_id.is_not(None),
+            )
+            .order_by(BatchJob.recipient_id)
+        ).all()
+    )
+
+
+def supersede(session: Session, batch_id: uuid.UUID, job_ids: list[uuid.UUID]) -> int:
+    """Turn these ``failed`` rows ``retried``: they count nowhere, and a late outcome of their job id (e.g. a
+    redriven dead letter) moves nothing, since send-message only settles ``pending``/``queued``/``failed``."""
+    return len(
+        session.execute(
+            update(BatchJob)
+            .where(
+                BatchJob.batch_id == batch_id,
+                BatchJob.job_id == func.any(bindparam("job_ids", job_ids, type_=UUID_ARRAY)),
+                BatchJob.status == "failed",
+            )
+            .values(status="retried", updated_at=func.now())
+            .returning(BatchJob.job_id),
+            execution_options={"synchronize_session": False},
+        ).all()
+    )
+
+
+def start_attempt(session: Session, batch_id: uuid.UUID, attempt: int) -> None:
+    """The batch runs again, as retry ``attempt``: not completed, its chunks not yet all enqueued."""
+    session.execute(
+        update(MessageBatch)
+        .where(MessageBatch.id == batch_id)
+        .values(
+            status="running", attempts=attempt, completed_at=None, enqueued_at=None, updated_at=func.now()
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def settle_delivered(session: Session, batch_id: uuid.UUID) -> int:
+    """Count ``sent`` the outstanding rows whose message exists: a retried recipient whose earlier job was
+    delivered after all (e.g. redriven). Its retry job then stores nothing (same message id), and
+    send-message does not count a job whose message already exists, so without this the row would wait for
+    the settle timeout. One statement."""
+    return len(
+        session.execute(
+            update(BatchJob)
+            .where(
+                BatchJob.batch_id == batch_id,
+                BatchJob.status.in_(OUTSTANDING),
+                exists().where(Message.id == BatchJob.message_id),
+            )
+            .values(status="sent", error=None, updated_at=func.now())
+            .returning(BatchJob.job_id),
+            execution_options={"synchronize_session": False},
+        ).all()
+    )
+
+
+def sealed_content(session: Session, batch_id: uuid.UUID) -> Any:
+    """The batch's sealed content columns (``id``, ``content_*``), or None if there is no such batch."""
+    return session.execute(
+        select(
+            MessageBatch.id,
+            MessageBatch.content_ciphertext,
+            MessageBatch.content_nonce,
+            MessageBatch.content_wrapped_key,
+            MessageBatch.content_kms_key_id,
+        ).where(MessageBatch.id == batch_id)
+    ).one_or_none()
+
+
+_CONTENT_CLEARED = {
+    "content_ciphertext": None,
+    "content_nonce": None,
+    "content_wrapped_key": None,
+    "content_kms_key_id": None,
+}
+
+
+def forget_content(session: Session, batch_id: uuid.UUID) -> None:
+    """Clear the batch's sealed content (and its wrapped key): no retry can need it any more."""
+    session.execute(
+        update(MessageBatch)
+        .where(MessageBatch.id == batch_id, MessageBatch.content_ciphertext.is_not(None))
+        .values(**_CONTENT_CLEARED),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def forget_content_of(session: Session, batch_ids: list[uuid.UUID]) -> int:
+    """Clear the sealed content of the finished batches among ``batch_ids`` (cleanup picks them, bounded and
+    locked); returns how many were cleared."""
+    listed = any_(bindparam("batch_ids", batch_ids, type_=UUID_ARRAY))
+    result: Any = session.execute(
+        update(MessageBatch)
+        .where(MessageBatch.id == listed, MessageBatch.status != "running")
+        .values(**_CONTENT_CLEARED),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount or 0)
 
 
 def cancel_pending(session: Session, batch_id: uuid.UUID) -> None:
@@ -322,11 +463,17 @@ def counts(session: Session, batch_id: uuid.UUID) -> Counts | None:
 
 
 def recipients(session: Session, batch_id: uuid.UUID) -> list[Any]:
-    """Every row of the batch's ledger (recipient, job, message, status, error)."""
+    """The batch's ledger, one row per recipient (recipient, job, message, status, error, attempt): rows a
+    retry superseded (``retried``) are left out."""
     return list(
         session.execute(
             select(
-                BatchJob.recipient_id, BatchJob.job_id, BatchJob.message_id, BatchJob.status, BatchJob.error
-            ).where(BatchJob.batch_id == batch_id)
+                BatchJob.recipient_id,
+                BatchJob.job_id,
+                BatchJob.message_id,
+                BatchJob.status,
+                BatchJob.error,
+                BatchJob.attempt,
+            ).where(BatchJob.batch_id == batch_id, BatchJob.status != "retried")
         ).all()
     )

@@ -17,6 +17,10 @@ invocation, each recipient through its own send-message job in a direct conversa
   ends.
 * The sender's connections get one ``batch.progress`` frame per chunk (and per check in which the counts
   moved), then one ``batch.completed``; the summary is logged and emitted as metrics.
+* The first job seals the content into the batch row (sealing.py), so that :func:`retry_failed` can send it
+  again to the failed recipients without the producer; it is cleared once no retry can need it (completed
+  without failures, cancelled, or by cleanup). A retry is the same chunk machinery run as ``attempt`` n over
+  the failed recipients only, with job ids of its own.
 """
 
 from __future__ import annotations
@@ -29,15 +33,17 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from shared.errors import ConflictingJob, UnknownEntity
+from shared.errors import ConflictingJob, EncryptionKeyUnavailable, SealedContentRefused, UnknownEntity
 from shared.jobs import BATCH_MESSAGE, SEND_MESSAGE, BatchMessageData, Job, SendMessageData
 from shared.observability import logger, metrics
 from shared.runtime.effects import Effect
 from shared.services.batches import repository
+from shared.services.batches.errors import BatchNotRetryable
 from shared.services.batches.repository import Counts
+from shared.services.batches.sealing import open_content, seal_content
 from shared.services.connections.broadcast import Broadcast, broadcast
 from shared.services.connections.gateway import connections_api
-from shared.services.queues import EnqueueJobs, send_jobs_reporting
+from shared.services.queues import EnqueueJobs, send_jobs, send_jobs_reporting
 
 if TYPE_CHECKING:
     from shared.bootstrap import Dependencies
@@ -47,11 +53,14 @@ UNKNOWN_RECIPIENT = "unknown-recipient"
 SENDER_IS_RECIPIENT = "sender-is-recipient"
 ENQUEUE_FAILED = "enqueue-failed"
 NO_OUTCOME = "no-outcome"
+CONTENT_UNAVAILABLE = "content-unavailable"
 
 
-def send_job_id(batch_id: uuid.UUID, recipient_id: uuid.UUID) -> uuid.UUID:
-    """The send-message job of one recipient of a batch: the same whichever chunk job enqueues it."""
-    return uuid.uuid5(batch_id, f"send-message/{recipient_id}")
+def send_job_id(batch_id: uuid.UUID, recipient_id: uuid.UUID, attempt: int = 0) -> uuid.UUID:
+    """The send-message job of one recipient of a batch: the same whichever chunk job enqueues it. Each retry
+    ``attempt`` has its own, so the send-message inbox does not take a retry for the failed first job."""
+    name = f"send-message/{recipient_id}" if attempt == 0 else f"send-message/{recipient_id}/retry/{attempt}"
+    return uuid.uuid5(batch_id, name)
 
 
 def message_id(batch_id: uuid.UUID, recipient_id: uuid.UUID) -> uuid.UUID:
@@ -70,35 +79,20 @@ def batch_message(job: Job[BatchMessageData], session: Session, deps: Dependenci
     data = job.data
     batch = repository.lock_batch(session, data.batch_id)
     if batch is None:
-        if data.cursor is not None:
-            raise UnknownEntity("the batch of this continuation does not exist")
-        distinct = list(dict.fromkeys(data.recipient_ids))
-        if not repository.create_batch(session, data.batch_id, data.sender_id, len(distinct)):
-            raise UnknownEntity("the sender does not exist or is deleted")
-        repository.insert_ledger(
-            session,
-            data.batch_id,
-            [send_job_id(data.batch_id, r) for r in distinct],
-            distinct,
-            [message_id(data.batch_id, r) for r in distinct],
-        )
+        _start(data, session, deps)
         before: tuple[int, ...] = (0, 0, 0, 0)
-    else:
-        if batch.sender_id != data.sender_id:
-            raise ConflictingJob("batch_id already belongs to another sender")
-        if data.cursor is None:
-            logger.info("batch already started: a resent first job changes nothing")
-            return []
-        if batch.status != "running":
-            logger.info("batch is no longer running: its continuation stops", extra={"status": batch.status})
-            return []
+    elif _goes_on(data, batch):
         before = (batch.queued, batch.sent, batch.failed, batch.cancelled)
+    else:
+        return []
 
     cursor = data.cursor or 0
     chunk = data.recipient_ids[cursor : cursor + data.chunk_size]
     next_cursor = min(cursor + data.chunk_size, len(data.recipient_ids))
     sends = _enqueue_chunk(job, session, chunk) if chunk else None
     all_enqueued = next_cursor >= len(data.recipient_ids)
+    if all_enqueued and data.attempt > 0:
+        repository.settle_delivered(session, data.batch_id)
     counts = repository.refresh(session, data.batch_id, all_enqueued=all_enqueued)
     settings = deps.settings
     if (
@@ -113,6 +107,8 @@ def batch_message(job: Job[BatchMessageData], session: Session, deps: Dependenci
 
     effects: list[Effect] = [sends] if sends is not None else []
     if counts.status != "running":
+        if counts.status != "completed_with_failures":  # only a batch with failures can be retried
+            repository.forget_content(session, data.batch_id)
         _summarise(counts)
         effects.append(Broadcast(user_ids=[data.sender_id], frames=[frame("batch.completed", counts)]))
         return effects
@@ -126,6 +122,45 @@ def batch_message(job: Job[BatchMessageData], session: Session, deps: Dependenci
     delay = data.chunk_delay_seconds if not all_enqueued else settings.batch_settle_check_seconds
     effects.append(EnqueueJobs.of(BATCH_MESSAGE, [continuation], delay_seconds=delay))
     return effects
+
+
+def _start(data: BatchMessageData, session: Session, deps: Dependencies) -> None:
+    """Create the batch (its content sealed at rest) and its ledger: one ``pending`` row per recipient."""
+    if data.cursor is not None:
+        raise UnknownEntity("the batch of this continuation does not exist")
+    distinct = list(dict.fromkeys(data.recipient_ids))
+    assert data.content is not None  # the model requires it of a first job
+    sealed = seal_content(deps.aws, deps.settings, data.batch_id, data.content)
+    if not repository.create_batch(
+        session, data.batch_id, data.sender_id, len(distinct), data.content_type, sealed
+    ):
+        raise UnknownEntity("the sender does not exist or is deleted")
+    repository.insert_ledger(
+        session,
+        data.batch_id,
+        [send_job_id(data.batch_id, r) for r in distinct],
+        distinct,
+        [message_id(data.batch_id, r) for r in distinct],
+    )
+
+
+def _goes_on(data: BatchMessageData, batch: Any) -> bool:
+    """Whether a job for an existing batch does its chunk: a continuation of the attempt now running."""
+    if batch.sender_id != data.sender_id:
+        raise ConflictingJob("batch_id already belongs to another sender")
+    if data.cursor is None:
+        logger.info("batch already started: a resent first job changes nothing")
+        return False
+    if batch.status != "running":
+        logger.info("batch is no longer running: its continuation stops", extra={"status": batch.status})
+        return False
+    if data.attempt != batch.attempts:
+        logger.info(
+            "a job of another attempt of the batch stops",
+            extra={"attempt": data.attempt, "running": batch.attempts},
+        )
+        return False
+    return True
 
 
 def _enqueue_chunk(
@@ -156,18 +191,15 @@ def _enqueue_chunk(
         else:
             statuses.append("queued")
             errors.append(None)
-    queued = set(
-        repository.settle_chunk(
-            session, data.batch_id, [send_job_id(data.batch_id, r) for r in distinct], statuses, errors
-        )
-    )
+    job_ids = {r: send_job_id(data.batch_id, r, data.attempt) for r in distinct}
+    queued = set(repository.settle_chunk(session, data.batch_id, list(job_ids.values()), statuses, errors))
     targets = [
         SendTarget(
             recipient_id=r,
             conversation_id=resolved[r].conversation_id or direct_conversation_id(data.sender_id, r),
         )
         for r in distinct
-        if send_job_id(data.batch_id, r) in queued
+        if job_ids[r] in queued
     ]
     if not targets:
         return None
@@ -177,6 +209,7 @@ def _enqueue_chunk(
         content=data.content,
         content_type=data.content_type,
         targets=targets,
+        attempt=data.attempt,
     )
 
 
@@ -190,36 +223,55 @@ class SendTarget(BaseModel):
 class EnqueueBatchSends(Effect):
     """Send the chunk's send-message jobs (SendMessageBatch, failed entries retried); an entry SQS keeps
     refusing is counted failed (``enqueue-failed``) in the same transaction that records the effect done.
-    The content is stored once here, not once per job."""
+    The content is stored once here, not once per job; a retry's (``content`` None) is not stored at all: it
+    is opened from the batch's sealed content when performed (a batch whose content is gone by then, e.g.
+    cancelled meanwhile, counts these recipients failed, ``content-unavailable``). Every retry keeps the
+    recipient's ``message_id``, so a recipient gets at most one message of the batch whatever the attempts."""
 
     kind: Literal["batch.sends"] = "batch.sends"
     batch_id: uuid.UUID
     sender_id: uuid.UUID
-    content: str
+    content: str | None
     content_type: str
     targets: list[SendTarget]
+    attempt: int = 0
 
-    def jobs(self, parent: Job[Any]) -> list[Job[SendMessageData]]:
+    def jobs(self, parent: Job[Any], content: str | None = None) -> list[Job[SendMessageData]]:
+        text = content if content is not None else self.content
+        if text is None:
+            raise ValueError("a retry's sends need the batch's opened content")
         return [
             SEND_MESSAGE.new(
                 SendMessageData(
                     message_id=message_id(self.batch_id, target.recipient_id),
                     conversation_id=target.conversation_id,
                     sender_id=self.sender_id,
-                    content=self.content,
+                    content=text,
                     content_type=self.content_type,
                     recipient_ids=[target.recipient_id],
                     batch_id=self.batch_id,
                 ),
-                job_id=send_job_id(self.batch_id, target.recipient_id),
+                job_id=send_job_id(self.batch_id, target.recipient_id, self.attempt),
                 correlation_id=parent.follow_up_correlation_id,
             )
             for target in self.targets
         ]
 
     def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
+        content = self.content
+        if content is None:
+            try:
+                content = _open_batch_content(session, deps, self.batch_id)
+            except (EncryptionKeyUnavailable, SealedContentRefused) as exc:
+                ids = [send_job_id(self.batch_id, t.recipient_id, self.attempt) for t in self.targets]
+                refused = repository.fail_jobs(session, self.batch_id, ids, CONTENT_UNAVAILABLE)
+                logger.warning(
+                    "retry sends counted failed: the batch's content does not open",
+                    extra={"count": refused, "error_class": type(exc).__name__},
+                )
+                return []
         outcome = send_jobs_reporting(
-            deps.aws.sqs(), deps.settings.queue_url(SEND_MESSAGE), SEND_MESSAGE, self.jobs(job)
+            deps.aws.sqs(), deps.settings.queue_url(SEND_MESSAGE), SEND_MESSAGE, self.jobs(job, content)
         )
         metrics.add_metric(name="BatchSqsCalls", unit=MetricUnit.Count, value=outcome.calls)
         if outcome.failed:
@@ -229,6 +281,13 @@ class EnqueueBatchSends(Effect):
                 "send-message jobs refused by SQS counted failed", extra={"count": refused, "codes": codes}
             )
         return []
+
+
+def _open_batch_content(session: Session, deps: Dependencies, batch_id: uuid.UUID) -> str:
+    sealed = repository.sealed_content(session, batch_id)
+    if sealed is None:
+        raise EncryptionKeyUnavailable(f"batch {batch_id} no longer exists")
+    return open_content(deps.aws, sealed)
 
 
 def frame(kind: str, counts: Counts) -> dict[str, Any]:
@@ -282,6 +341,7 @@ def cancel_batch(deps: Dependencies, batch_id: uuid.UUID) -> dict[str, Any] | No
         cancelled = repository.mark_cancelled(uow.session, batch_id)
         if cancelled:
             repository.cancel_pending(uow.session, batch_id)
+            repository.forget_content(uow.session, batch_id)
             repository.refresh(uow.session, batch_id, all_enqueued=False)
         counts = repository.counts(uow.session, batch_id)
         uow.commit()
@@ -306,4 +366,88 @@ def cancel_batch(deps: Dependencies, batch_id: uuid.UUID) -> dict[str, Any] | No
     return view(counts)
 
 
-__all__ = ["EnqueueBatchSends", "batch_message", "cancel_batch", "get_batch"]
+def retry_failed(
+    deps: Dependencies,
+    batch_id: uuid.UUID,
+    *,
+    chunk_size: int = 100,
+    chunk_delay_seconds: int = 0,
+) -> dict[str, Any] | None:
+    """Send the batch's content again to its failed recipients only (the management API's
+    ``POST /batches/{id}/retry``); returns the batch (§6 object, ``running`` again), or None if there is no
+    such batch. Raises :class:`BatchNotRetryable` (nothing changed) if the batch is running, cancelled, has
+    no failed recipient, or no longer keeps its content.
+
+    The content comes from the batch itself, sealed at rest when it started, not from the caller: an
+    operator can retry without the original producer (which may be gone, or may no longer have the text),
+    and a retry can only ever send what the recipients' batch said, never new text under an old batch id.
+
+    Each failed row is superseded (``retried``) by a ``pending`` row of retry ``attempt`` n, with job id
+    UUIDv5(batch_id, ``send-message/<recipient>/retry/<n>``) and the same ``message_id``: a redelivered
+    retry chunk enqueues nobody twice, the send-message inbox does not take the retry for the failed first
+    job, and a recipient still gets at most one message. Then the batch is ``running`` again and one
+    ``batch-message`` job (``attempt`` n, no ``content``, ``cursor`` 0, the failed recipients) runs the usual
+    chunks, frames and completion over just those; an unknown or deleted recipient fails again. That job is
+    sent before the commit, with a random id: if the commit fails it finds the batch at another attempt and
+    stops, and calling again is not swallowed by the inbox as a duplicate; if the send fails nothing
+    changes."""
+    with deps.unit_of_work() as uow:
+        session = uow.session
+        batch = repository.lock_batch(session, batch_id)
+        if batch is None:
+            return None
+        if batch.status in ("running", "cancelled"):
+            raise BatchNotRetryable(batch.status, f"batch {batch_id} is {batch.status}: nothing to retry")
+        failed = repository.failed_rows(session, batch_id)
+        if not failed:
+            raise BatchNotRetryable("no-failed-recipients", f"batch {batch_id} has no failed recipient")
+        if batch.content_ciphertext is None:
+            raise BatchNotRetryable("content-not-kept", f"batch {batch_id} no longer keeps its content")
+        attempt = batch.attempts + 1
+        recipients = [row.recipient_id for row in failed]
+        head = BATCH_MESSAGE.new(
+            BatchMessageData(
+                batch_id=batch_id,
+                sender_id=batch.sender_id,
+                content_type=batch.content_type or "text",
+                recipient_ids=recipients,
+                chunk_size=chunk_size,
+                chunk_delay_seconds=chunk_delay_seconds,
+                cursor=0,
+                attempt=attempt,
+            ),
+            job_id=uuid.uuid4(),
+        )
+        repository.supersede(session, batch_id, [row.job_id for row in failed])
+        repository.insert_ledger(
+            session,
+            batch_id,
+            [send_job_id(batch_id, r, attempt) for r in recipients],
+            recipients,
+            [row.message_id for row in failed],
+            attempt,
+        )
+        repository.start_attempt(session, batch_id, attempt)
+        counts = repository.refresh(session, batch_id, all_enqueued=False)
+        send_jobs(deps.aws.sqs(), deps.settings.queue_url(BATCH_MESSAGE), BATCH_MESSAGE, [head])
+        uow.commit()
+    logger.info("batch retry started", extra={"attempt": attempt, "recipients": len(recipients)})
+    metrics.add_metric(name="BatchRetries", unit=MetricUnit.Count, value=1)
+    return view(counts)
+
+
+def forget_finished_content(session: Session, batch_ids: list[uuid.UUID]) -> int:
+    """Clear the sealed content of the finished batches among ``batch_ids``: cleanup's
+    ``housekeeping/batch-content`` picks those finished longer than CLEANUP_BATCH_CONTENT_RETENTION_DAYS
+    ago (a batch completed with failures keeps its content only so long, for a retry); returns how many."""
+    return repository.forget_content_of(session, batch_ids)
+
+
+__all__ = [
+    "EnqueueBatchSends",
+    "batch_message",
+    "cancel_batch",
+    "forget_finished_content",
+    "get_batch",
+    "retry_failed",
+]

@@ -25,6 +25,7 @@ from shared.db.models import (
     JobFailure,
     JobInbox,
     Message,
+    MessageBatch,
     MessageDelivery,
     MessageRead,
     MessageSearch,
@@ -259,6 +260,23 @@ def pick_inbox_rows(
 
 def delete_inbox_rows(session: Session, ids: list[uuid.UUID]) -> int:
     return _count(session, delete(JobInbox).where(JobInbox.job_id == _ids(ids)))
+
+
+def pick_batches_with_content(
+    session: Session, finished_before: datetime, after: uuid.UUID | None, limit: int, *, lock: bool
+) -> list[uuid.UUID]:
+    """Finished batches (not running) completed before ``finished_before`` that still keep their sealed
+    content (for a retry of their failed recipients), by id after ``after``."""
+    return _pick(
+        session,
+        MessageBatch.id,
+        MessageBatch.status != "running",
+        MessageBatch.completed_at < finished_before,
+        MessageBatch.content_ciphertext.is_not(None),
+        after=after,
+        limit=limit,
+        lock=lock,
+    )
 
 
 def pick_failures(

@@ -20,6 +20,8 @@ A job runs a list of steps (``all`` runs every one, in dependency order):
   deleted after commit (:class:`DeleteOrphanObjects`) only with CLEANUP_DELETE_ORPHAN_OBJECTS.
 * ``housekeeping/inbox``, ``housekeeping/failures`` (``all`` only): completed ``job_inbox`` rows and
   ``job_failures`` rows older than their settings.
+* ``housekeeping/batch-content`` (``all`` only): the sealed content a batch keeps for a retry of its failed
+  recipients is cleared CLEANUP_BATCH_CONTENT_RETENTION_DAYS after the batch finished.
 
 Each round picks at most CLEANUP_BATCH_SIZE keys after a cursor and acts on them with a constant number of
 statements. A job works for at most CLEANUP_TIME_BUDGET_SECONDS (the runner hands ``handle`` no Lambda
@@ -49,6 +51,7 @@ from shared.errors import DependencyThrottled, InvalidJob
 from shared.jobs import CLEANUP, CleanupData, Job
 from shared.observability import logger, metrics
 from shared.runtime.effects import Effect
+from shared.services.batches import forget_finished_content
 from shared.services.cleanup import repository
 from shared.services.crypto.service import shred_conversation
 from shared.services.queues import EnqueueJobs
@@ -78,6 +81,7 @@ TASK_STEPS: dict[str, tuple[str, ...]] = {
         "expired-attachments/orphans",
         "housekeeping/inbox",
         "housekeeping/failures",
+        "housekeeping/batch-content",
     ),
 }
 
@@ -344,6 +348,14 @@ def _failures_round(run: Run, after: str | None, _: str | None) -> Round:
     return Round(Counter({"failure_rows_deleted": count}), done, last)
 
 
+def _batch_content_round(run: Run, after: str | None, _: str | None) -> Round:
+    cutoff = run.days_ago(run.settings.cleanup_batch_content_retention_days)
+    ids = repository.pick_batches_with_content(run.session, cutoff, _uuid(after), run.limit, lock=run.lock)
+    count = len(ids) if run.data.dry_run or not ids else forget_finished_content(run.session, ids)
+    done, last = _next(ids, run.limit)
+    return Round(Counter({"batch_contents_cleared": count}), done, last)
+
+
 _ROUNDS = {
     "old-messages/soft": _soft_delete_round,
     "old-messages/hard": _hard_delete_round,
@@ -352,6 +364,7 @@ _ROUNDS = {
     "expired-attachments/orphans": _orphan_round,
     "housekeeping/inbox": _inbox_round,
     "housekeeping/failures": _failures_round,
+    "housekeeping/batch-content": _batch_content_round,
 }
 
 

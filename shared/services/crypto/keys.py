@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.orm import Session
 
 from shared.errors import ConfigurationError, EncryptionKeyUnavailable, SealedContentRefused
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 ALGORITHM = "aes-256-gcm"
 NONCE_BYTES = 12
 _AAD_PREFIX = b"switchboard/message/v1"
+INDEX_KEY_INFO = b"switchboard/blind-index/v1"
 # KMS errors that say the wrapped key itself will never unwrap (not a passing failure).
 _REFUSED_UNWRAP = {"InvalidCiphertextException", "IncorrectKeyException", "NotFoundException"}
 
@@ -186,6 +189,15 @@ class KeyRing:
         ``content_nonce``, ``encryption_key_version``, ``encryption_algorithm``). Fails closed: anything
         altered raises :class:`SealedContentRefused`, a missing key :class:`EncryptionKeyUnavailable`."""
         version = message.encryption_key_version
+        stored = (
+            None if version is None else repository.wrapped_key(session, message.conversation_id, version)
+        )
+        return self.open_with(message, stored)
+
+    def open_with(self, message: Any, stored: Any) -> str:
+        """:meth:`open` with the message's stored key version (``wrapped_key``, ``kms_key_id``; None when it
+        does not exist) already read, e.g. joined into the query that read the message."""
+        version = message.encryption_key_version
         where = f"message {message.id} (key version {version})"
         if message.encryption_algorithm != ALGORITHM:
             raise SealedContentRefused(f"{where}: unknown algorithm tag")
@@ -193,7 +205,6 @@ class KeyRing:
             raise SealedContentRefused(f"{where}: sealed columns incomplete")
         if len(message.content_nonce) != NONCE_BYTES:
             raise SealedContentRefused(f"{where}: nonce is not {NONCE_BYTES} bytes")
-        stored = repository.wrapped_key(session, message.conversation_id, version)
         if stored is None:
             raise EncryptionKeyUnavailable(f"{where}: no such key version (shredded or never made)")
         key = self._unwrap(message.conversation_id, version, stored.wrapped_key, stored.kms_key_id)
@@ -210,6 +221,27 @@ class KeyRing:
             return plaintext.decode("utf-8")
         except UnicodeDecodeError:  # authenticated but not what a seal writes: refuse it all the same
             raise SealedContentRefused(f"{where}: sealed content is not text") from None
+
+    # --- blind index ------------------------------------------------------------------------------------
+
+    def index_key(
+        self, conversation_id: uuid.UUID, key_version: int, wrapped_key: bytes, kms_key_id: str
+    ) -> IndexKey:
+        """The blind index key of a conversation from its stored key ``key_version`` (the oldest one, see
+        :func:`derive_index_key`), unwrapped through the same cache as sealing: no KMS call when cached."""
+        key = self._unwrap(conversation_id, key_version, wrapped_key, kms_key_id)
+        return IndexKey(key_version, derive_index_key(key, conversation_id))
+
+    def index_key_of(self, session: Session, conversation_id: uuid.UUID, *, create: bool) -> IndexKey | None:
+        """The conversation's blind index key; None when it has no key version (shredded, or never made and
+        ``create`` is false). With ``create``, a conversation without any version gets its first one."""
+        stored = repository.first_key(session, conversation_id)
+        if stored is None and create:
+            self.new_version(session, conversation_id)
+            stored = repository.first_key(session, conversation_id)
+        if stored is None:
+            return None
+        return self.index_key(conversation_id, stored.key_version, stored.wrapped_key, stored.kms_key_id)
 
     def _unwrap(self, conversation_id: uuid.UUID, version: int, wrapped: bytes, kms_key_id: str) -> bytes:
         ident = (conversation_id, version, bytes(wrapped))
@@ -238,3 +270,26 @@ class KeyRing:
 
 def _context(conversation_id: uuid.UUID, version: int) -> dict[str, str]:
     return {"conversation_id": str(conversation_id), "key_version": str(version)}
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    """A conversation's blind index key and the data key version it derives from."""
+
+    key_version: int
+    key: bytes = field(repr=False)
+
+
+def derive_index_key(data_key: bytes, conversation_id: uuid.UUID) -> bytes:
+    """HKDF-SHA256 of a data key into a 256-bit HMAC key for the blind index (never the data key itself, so
+    the index and the seals use unrelated keys). Derived from the conversation's oldest stored version, not
+    its newest: rotation makes new versions and re-seals content, and an index key that followed it would
+    make every stored token incomparable with a new query until the conversation was re-indexed. The cost:
+    the index key does not rotate (re-keying the index is re-indexing the conversation after its old
+    versions are shredded). Shredding deletes every version, so the index can no longer be queried."""
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=INDEX_KEY_INFO + b"|" + str(conversation_id).encode(),
+    ).derive(data_key)

@@ -66,6 +66,17 @@ def wrapped_key(session: Session, conversation_id: uuid.UUID, key_version: int) 
     ).one_or_none()
 
 
+def first_key(session: Session, conversation_id: uuid.UUID) -> Any:
+    """(key_version, wrapped_key, kms_key_id) of the conversation's oldest stored version (the one its
+    blind index key derives from, see keys.py), or None: no version yet, or shredded."""
+    return session.execute(
+        select(EncryptionKey.key_version, EncryptionKey.wrapped_key, EncryptionKey.kms_key_id)
+        .where(EncryptionKey.conversation_id == conversation_id)
+        .order_by(EncryptionKey.key_version)
+        .limit(1)
+    ).one_or_none()
+
+
 def retire_unused(session: Session, conversation_id: uuid.UUID) -> int:
     """Mark retired every version but the newest that no sealed message of the conversation uses."""
     newest = newest_version(session, conversation_id)

@@ -29,7 +29,7 @@ from shared.observability import logger
 from shared.runtime.effects import Effect
 from shared.services.crypto import repository
 from shared.services.crypto.keys import DATA_KEYS, KeyRing
-from shared.services.search import repository as search_repository
+from shared.services.search.engine import PostgresSearchEngine
 
 
 def handle_encryption(job: Job[EncryptionData], session: Session, keys: KeyRing) -> list[Effect]:
@@ -52,7 +52,8 @@ def _encrypt(session: Session, keys: KeyRing, message: Any) -> str:
     if message.content_ciphertext is not None:
         return "unchanged"
     _seal(session, keys, message, message.content)
-    search_repository.remove(session, message.id)  # no plaintext lexemes of it stay at rest
+    # its plaintext lexemes give way to its blind index, in the same transaction
+    PostgresSearchEngine(keys).index(session, message.id)
     return "sealed"
 
 
@@ -62,6 +63,7 @@ def _decrypt(session: Session, keys: KeyRing, message: Any) -> str:
     if message.content_ciphertext is None:
         return "unchanged"
     repository.store_plaintext(session, message.id, keys.open(session, message))
+    PostgresSearchEngine(keys).index(session, message.id)  # its blind index gives way to a plaintext one
     return "opened"
 
 

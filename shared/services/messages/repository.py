@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import String, and_, bindparam, exists, func, literal, select, update
+from sqlalchemy import String, and_, bindparam, exists, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.orm import Session
 
@@ -25,19 +25,23 @@ from shared.jobs import SendMessageData
 from shared.services.crypto.keys import Sealed
 
 
-def load_conversation(
-    session: Session, conversation_id: uuid.UUID, sender_id: uuid.UUID, reply_to_id: uuid.UUID | None
-) -> Any:
-    """One row: ``encryption_enabled``, ``deleted_at``, ``participants`` (active ones), ``reply_to_found``,
-    ``sender_name``; None if the conversation does not exist."""
+def _conversation_statement(with_reply: bool) -> Any:
     active = and_(ConversationParticipant.left_at.is_(None), User.deleted_at.is_(None))
     reply_found = (
-        exists().where(Message.id == reply_to_id, Message.conversation_id == conversation_id)
-        if reply_to_id is not None
+        exists().where(
+            Message.id == bindparam("lc_reply_to_id", type_=UUID(as_uuid=True)),
+            Message.conversation_id == bindparam("lc_conversation_id"),
+        )
+        if with_reply
         else literal(True)
     )
-    sender_name = select(User.display_name).where(User.id == sender_id).correlate(None).scalar_subquery()
-    return session.execute(
+    sender_name = (
+        select(User.display_name)
+        .where(User.id == bindparam("lc_sender_id", type_=UUID(as_uuid=True)))
+        .correlate(None)
+        .scalar_subquery()
+    )
+    return (
         select(
             Conversation.encryption_enabled,
             Conversation.deleted_at,
@@ -48,47 +52,102 @@ def load_conversation(
         .select_from(Conversation)
         .outerjoin(ConversationParticipant, ConversationParticipant.conversation_id == Conversation.id)
         .outerjoin(User, User.id == ConversationParticipant.user_id)
-        .where(Conversation.id == conversation_id)
+        .where(Conversation.id == bindparam("lc_conversation_id"))
         .group_by(Conversation.id)
-    ).one_or_none()
+    )
+
+
+# The hot path's statements are built once, at import (cheap: no compilation until first use); a call only
+# binds values and runs them on the session's Core connection, skipping per-job statement construction, the
+# cache-key walk and the ORM execute path (every one of them was a compiled-cache hit anyway).
+_LOAD_CONVERSATION = _conversation_statement(with_reply=False)
+_LOAD_CONVERSATION_AND_REPLY = _conversation_statement(with_reply=True)
+
+
+def load_conversation(
+    session: Session, conversation_id: uuid.UUID, sender_id: uuid.UUID, reply_to_id: uuid.UUID | None
+) -> Any:
+    """One row: ``encryption_enabled``, ``deleted_at``, ``participants`` (active ones), ``reply_to_found``,
+    ``sender_name``; None if the conversation does not exist."""
+    params = {"lc_conversation_id": conversation_id, "lc_sender_id": sender_id}
+    if reply_to_id is None:
+        return session.connection().execute(_LOAD_CONVERSATION, params).one_or_none()
+    return (
+        session.connection()
+        .execute(_LOAD_CONVERSATION_AND_REPLY, {**params, "lc_reply_to_id": reply_to_id})
+        .one_or_none()
+    )
+
+
+def _insert_message_statement(*, sealed: bool) -> Any:
+    """The insert of a plaintext message, or (``sealed``) of a sealed one. Constants are inlined and a
+    plaintext insert names no sealed column: pg8000 scans every statement's text in Python, so its length is
+    paid on every job."""
+    next_seq = (
+        select(func.coalesce(func.max(Message.seq), literal_column("0")) + literal_column("1"))
+        .where(Message.conversation_id == bindparam("im_seq_conversation_id", type_=UUID(as_uuid=True)))
+        .scalar_subquery()
+    )
+    sealed_columns: dict[str, Any] = (
+        {
+            "content_ciphertext": bindparam("im_content_ciphertext"),
+            "content_nonce": bindparam("im_content_nonce"),
+            "encryption_key_version": bindparam("im_key_version"),
+            "encryption_algorithm": bindparam("im_algorithm"),
+        }
+        if sealed
+        else {}
+    )
+    stmt = insert(Message).values(
+        id=bindparam("im_id"),
+        conversation_id=bindparam("im_conversation_id"),
+        sender_id=bindparam("im_sender_id"),
+        seq=next_seq,
+        content=bindparam("im_content"),
+        content_type=bindparam("im_content_type"),
+        reply_to_id=bindparam("im_reply_to_id"),
+        status=literal_column("'sent'"),
+        sent_at=func.now(),
+        **sealed_columns,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Message.id],
+        set_={"status": literal_column("'sent'"), "sent_at": func.now()},
+        where=and_(
+            Message.status == literal_column("'sending'"),
+            Message.conversation_id == stmt.excluded.conversation_id,
+            Message.sender_id == stmt.excluded.sender_id,
+        ),
+    )
+    return stmt.returning(Message.id, Message.seq, Message.content, Message.content_type, Message.created_at)
+
+
+_INSERT_MESSAGE = _insert_message_statement(sealed=False)
+_INSERT_SEALED_MESSAGE = _insert_message_statement(sealed=True)
 
 
 def insert_message(session: Session, data: SendMessageData, sealed: Sealed | None = None) -> Any:
     """Insert with the next seq, or turn a pre-inserted ``sending`` row into ``sent``; returns (id, seq,
     content, content_type, created_at), or None if the message already exists in any other state. With
     ``sealed`` the new row holds the sealed content and no plaintext (a pre-inserted row keeps its own)."""
-    next_seq = (
-        select(func.coalesce(func.max(Message.seq), 0) + 1)
-        .where(Message.conversation_id == data.conversation_id)
-        .scalar_subquery()
-    )
-    stmt = insert(Message).values(
-        id=data.message_id,
-        conversation_id=data.conversation_id,
-        sender_id=data.sender_id,
-        seq=next_seq,
-        content=None if sealed else data.content,
-        content_ciphertext=sealed.ciphertext if sealed else None,
-        content_nonce=sealed.nonce if sealed else None,
-        encryption_key_version=sealed.key_version if sealed else None,
-        encryption_algorithm=sealed.algorithm if sealed else None,
-        content_type=data.content_type,
-        reply_to_id=data.reply_to_id,
-        status="sent",
-        sent_at=func.now(),
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Message.id],
-        set_={"status": "sent", "sent_at": func.now()},
-        where=and_(
-            Message.status == "sending",
-            Message.conversation_id == stmt.excluded.conversation_id,
-            Message.sender_id == stmt.excluded.sender_id,
-        ),
-    )
-    return session.execute(
-        stmt.returning(Message.id, Message.seq, Message.content, Message.content_type, Message.created_at)
-    ).one_or_none()
+    params: dict[str, Any] = {
+        "im_id": data.message_id,
+        "im_conversation_id": data.conversation_id,
+        "im_seq_conversation_id": data.conversation_id,
+        "im_sender_id": data.sender_id,
+        "im_content": None if sealed else data.content,
+        "im_content_type": data.content_type,
+        "im_reply_to_id": data.reply_to_id,
+    }
+    if sealed is None:
+        return session.connection().execute(_INSERT_MESSAGE, params).one_or_none()
+    sealed_params = {
+        "im_content_ciphertext": sealed.ciphertext,
+        "im_content_nonce": sealed.nonce,
+        "im_key_version": sealed.key_version,
+        "im_algorithm": sealed.algorithm,
+    }
+    return session.connection().execute(_INSERT_SEALED_MESSAGE, params | sealed_params).one_or_none()
 
 
 def message_owner(session: Session, message_id: uuid.UUID) -> Any:
@@ -98,18 +157,23 @@ def message_owner(session: Session, message_id: uuid.UUID) -> Any:
     ).one()
 
 
+_INSERT_PENDING_DELIVERIES = (
+    insert(MessageDelivery)
+    .from_select(
+        ["message_id", "recipient_id", "status"],
+        select(
+            bindparam("pd_message_id", type_=UUID(as_uuid=True)),
+            func.unnest(bindparam("pd_recipients", type_=UUID_ARRAY)),
+            literal("pending"),
+        ),
+    )
+    .on_conflict_do_nothing()
+)
+
+
 def insert_pending_deliveries(session: Session, message_id: uuid.UUID, recipients: list[uuid.UUID]) -> None:
-    session.execute(
-        insert(MessageDelivery)
-        .from_select(
-            ["message_id", "recipient_id", "status"],
-            select(
-                literal(message_id, UUID(as_uuid=True)),
-                func.unnest(bindparam("recipients", recipients, type_=UUID_ARRAY)),
-                literal("pending"),
-            ),
-        )
-        .on_conflict_do_nothing()
+    session.connection().execute(
+        _INSERT_PENDING_DELIVERIES, {"pd_message_id": message_id, "pd_recipients": recipients}
     )
 
 

@@ -5,25 +5,26 @@ commit, index it, broadcast ``message.new`` and notify the recipients no connect
 In a conversation with ``encryption_enabled`` the content is sealed inline (shared/services/crypto) and
 plaintext is never at rest: the row holds only the sealed columns, the pending ``message.new`` effect holds
 the message id (it reads and opens the message when performed), notifications carry a generic body, and the
-message is not indexed (encrypted conversations have no search index yet)."""
+indexing job builds the message's blind index (shared/services/search/blind.py), never a plaintext one."""
 
 from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from shared.errors import ConflictingJob, EncryptionNotAvailable, NotAParticipant, UnknownEntity
-from shared.jobs import INDEXING, NOTIFICATION, IndexingData, Job, NotificationData, SendMessageData
+from shared.jobs import INDEXING, NOTIFICATION, IndexingData, Job, SendMessageData
 from shared.runtime.effects import Effect
 from shared.services.connections.broadcast import broadcast
 from shared.services.connections.gateway import connections_api
 from shared.services.crypto import repository as crypto_repository
 from shared.services.crypto.keys import KeyRing
 from shared.services.messages import repository
-from shared.services.queues import EnqueueJobs
+from shared.services.notifications.jobs import notification_jobs
+from shared.services.queues import EnqueueJobs, send_jobs
 
 if TYPE_CHECKING:
     from shared.bootstrap import Dependencies
@@ -173,15 +174,23 @@ class BroadcastNewMessage(Effect):
         unreached = [user_id for user_id in offline.recipient_ids if user_id not in result.reached_user_ids]
         if not unreached:
             return []
-        jobs = [
-            NOTIFICATION.new(
-                NotificationData.model_validate({**offline.notification, "user_id": user_id}),
-                job_id=job.child_job_id("notification", user_id),
-                correlation_id=job.follow_up_correlation_id,
-            )
-            for user_id in unreached
-        ]
-        return [EnqueueJobs.of(NOTIFICATION, jobs)]
+        return [NotifyOffline(user_ids=unreached, notification=offline.notification)]
+
+
+class NotifyOffline(Effect):
+    """Enqueue one notification job per user of ``user_ids`` (docs/contracts.md §2: one job, one user),
+    built from the one ``notification`` template, validated once (shared/services/notifications/jobs.py).
+    Stored, if it must be retried, as the template and the user ids rather than as N whole jobs."""
+
+    kind: Literal["notify-offline"] = "notify-offline"
+    user_ids: list[uuid.UUID] = Field(min_length=1)
+    notification: dict[str, Any]
+
+    def perform(self, job: Job[Any], session: Session, deps: Dependencies) -> list[Effect]:
+        jobs = notification_jobs(self.notification, self.user_ids, job)
+        # entries built only from validated jobs: botocore's own validation of them would repeat that work
+        send_jobs(deps.aws.sqs_prevalidated(), deps.settings.queue_url(NOTIFICATION), NOTIFICATION, jobs)
+        return []
 
 
 def _effects(
@@ -235,6 +244,4 @@ def _effects(
         else None,
         sealed_message_id=data.message_id if encrypted else None,
     )
-    if encrypted:  # encrypted conversations have no search index yet: nothing to enqueue
-        return [broadcast_effect]
     return [EnqueueJobs.of(INDEXING, [indexing]), broadcast_effect]

@@ -18,6 +18,7 @@ from shared.errors import SearchRefused
 from shared.observability import logger
 from shared.runtime.runner import describe_failure
 from shared.services.connections.client_frames import FrameOutcome, receive_frame, refuse, reply
+from shared.services.crypto.keys import KeyRing
 from shared.services.search.engine import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -41,7 +42,7 @@ def handle_search_frame(
     deps: Dependencies, connection_id: str, body: bytes | None, engine: SearchEngine | None = None
 ) -> FrameOutcome:
     """Answer one ``search`` frame from ``connection_id``. Every refusal and failure is an error frame."""
-    engine = engine or PostgresSearchEngine()
+    engine = engine or PostgresSearchEngine(KeyRing.of(deps))
     received = receive_frame(deps, connection_id, body, action="search")
     if isinstance(received, FrameOutcome):
         return received

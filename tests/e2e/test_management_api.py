@@ -1,0 +1,121 @@
+"""The management API on the running local stack (`switchboard dev` in a subprocess): the template's
+ManagementFunction behind the local IAM (SigV4) check, and a native redrive carried out by the local
+stack's emulation of SQS message move tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from infra.dev_demo import stack_client
+from infra.template import load_template
+from shared.jobs import JOB_KINDS
+from shared.services.queues import send_jobs
+from tests.e2e.test_local_stack import RunningStack
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        "ManagementFunction" not in load_template().functions,
+        reason="waits for ManagementFunction (handlers/management.py) in template.yaml (issue 13)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = RunningStack(tmp_path_factory.mktemp("management"))
+    running.start(fresh=True)
+    yield running
+    running.stop()
+
+
+def call(
+    info: dict[str, Any], method: str, path: str, body: bytes = b"", *, secret: str | None = None
+) -> requests.Response:
+    """A request signed as the ops CLI signs it: SigV4 for execute-api with the keys in dev.json."""
+    request = AWSRequest(
+        method=method,
+        url=f"{info['management_url']}{path}",
+        data=body,
+        headers={"Content-Type": "application/json"} if body else {},
+    )
+    credentials = Credentials(info["aws_access_key_id"], secret or info["aws_secret_access_key"])
+    SigV4Auth(credentials, "execute-api", info["region"]).add_auth(request)
+    prepared = request.prepare()
+    return requests.request(
+        method, prepared.url, headers=dict(prepared.headers.items()), data=body, timeout=30
+    )
+
+
+def test_dev_json_names_the_management_api_and_its_keys(stack):
+    info = stack.info
+    assert info["management_url"].startswith("http://127.0.0.1:") and not info["management_url"].endswith("/")
+    assert info["aws_access_key_id"].startswith("AKIA") and len(info["aws_access_key_id"]) == 20
+    assert len(info["aws_secret_access_key"]) == 40
+
+
+def test_health_answers_a_signed_request_and_refuses_an_unsigned_one(stack):
+    signed = call(stack.info, "GET", "/health")
+    assert signed.status_code in (200, 503), signed.text
+    assert signed.json()["status"] in ("healthy", "degraded", "unhealthy")
+    unsigned = requests.get(f"{stack.info['management_url']}/health", timeout=30)
+    assert unsigned.status_code == 403 and unsigned.json() == {"message": "Forbidden"}
+    wrong = call(stack.info, "GET", "/health", secret="a-wrong-secret-key-0123456789abcdefghijklm")
+    assert wrong.status_code == 403 and wrong.json() == {"message": "Forbidden"}
+
+
+def test_a_native_redrive_moves_a_dead_letter_queue_back_through_the_local_move_task(stack):
+    # Given three valid (dry-run) cleanup jobs in the cleanup DLQ
+    sqs = stack_client(stack.info, "sqs")
+    queue = stack.info["queues"]["cleanup"]
+    kind = JOB_KINDS["cleanup"]
+    jobs = [kind.new(kind.data.model_validate({"task": "old-messages", "dry_run": True})) for _ in range(3)]
+    send_jobs(sqs, queue["dlq_url"], kind, jobs)
+    # When an operator redrives the whole DLQ (no filter: SQS's StartMessageMoveTask)
+    started = call(stack.info, "POST", "/redrive", json.dumps({"job_type": "cleanup"}).encode())
+    assert started.status_code in (200, 201, 202), started.text
+    redrive = started.json()
+    assert redrive["mode"] == "native"
+    # Then the move task completes with every message moved, and the DLQ is empty
+    deadline = time.monotonic() + 30
+    while redrive["status"] in ("running", "cancelling"):
+        assert time.monotonic() < deadline, redrive
+        time.sleep(0.2)
+        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").json()
+    assert redrive["status"] == "completed" and redrive["moved"] == 3, redrive
+    depth = sqs.get_queue_attributes(
+        QueueUrl=queue["dlq_url"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert depth == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+def test_a_selective_redrive_longer_than_one_request_is_continued_by_the_function_invoking_itself(stack):
+    # Given 14 cleanup jobs in the DLQ and a selective redrive (a limit) paced at 1 message per second: the
+    # request's slice (10 s) cannot move them all
+    sqs = stack_client(stack.info, "sqs")
+    queue = stack.info["queues"]["cleanup"]
+    kind = JOB_KINDS["cleanup"]
+    jobs = [kind.new(kind.data.model_validate({"task": "old-messages", "dry_run": True})) for _ in range(14)]
+    send_jobs(sqs, queue["dlq_url"], kind, jobs)
+    request = {"job_type": "cleanup", "max_messages": 14, "max_per_second": 1}
+    started = call(stack.info, "POST", "/redrive", json.dumps(request).encode())
+    redrive = started.json()
+    assert started.status_code in (200, 201, 202) and redrive["mode"] == "selective", started.text
+    assert redrive["moved"] < 14
+    # Then the function's asynchronous self-invocation (Lambda Invoke on the local stack) moves the rest
+    deadline = time.monotonic() + 60
+    while redrive["status"] in ("running", "cancelling"):
+        assert time.monotonic() < deadline, redrive
+        time.sleep(0.5)
+        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").json()
+    assert redrive["status"] == "completed" and redrive["moved"] == 14, redrive
