@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 SQS_BATCH = 10
 _ATTEMPTS = 3
-_MAX_CONCURRENT_CALLS = 8
+_MAX_CONCURRENT_CALLS = 8  # SendMessageBatch calls in flight at once (a large fan-out)
 
 
 def send_jobs(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,18 +17,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from infra.dev_demo import stack_client
-from infra.template import load_template
+from infra.seed import add_users
 from shared.jobs import JOB_KINDS
 from shared.services.queues import send_jobs
 from tests.e2e.test_local_stack import RunningStack
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        "ManagementFunction" not in load_template().functions,
-        reason="waits for ManagementFunction (handlers/management.py) in template.yaml (issue 13)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +114,83 @@ def test_a_selective_redrive_longer_than_one_request_is_continued_by_the_functio
         time.sleep(0.5)
         redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").json()
     assert redrive["status"] == "completed" and redrive["moved"] == 14, redrive
+
+
+def wait_for(check: Any, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+    return found
+
+
+def test_the_other_endpoints_answer_on_the_local_stack(stack):
+    """openapi, bulk enqueue, one job's attempts (an invalid body recorded with its job id), the redrive
+    list and its cancellation, and a batch's progress and cancellation, all signed, on the running stack."""
+    info = stack.info
+    document = call(info, "GET", "/openapi.json")
+    assert document.status_code == 200 and "/redrive" in document.json()["paths"]
+
+    # POST /jobs: one valid indexing job queued, one refused by the job contract
+    kind = JOB_KINDS["indexing"]
+    valid = kind.new(kind.data.model_validate({"operation": "delete", "message_id": str(uuid.uuid4())}))
+    bad_id = str(uuid.uuid4())
+    invalid = {**valid.model_dump(mode="json"), "job_id": bad_id, "data": {"operation": "nonsense"}}
+    body = json.dumps({"jobs": [valid.model_dump(mode="json"), invalid]}).encode()
+    enqueued = call(info, "POST", "/jobs/indexing", body)
+    assert enqueued.status_code == 200, enqueued.text
+    assert [r["status"] for r in enqueued.json()["results"]] == ["queued", "rejected"]
+
+    # GET /failures/{job_id}: a body the function refuses is dead-lettered and recorded with its job id
+    sqs = stack_client(info, "sqs")
+    sqs.send_message(QueueUrl=info["queues"]["indexing"]["url"], MessageBody=json.dumps(invalid))
+    attempts = wait_for(lambda: call(info, "GET", f"/failures/{bad_id}").json().get("attempts"))
+    assert attempts[0]["error_class"] == "InvalidJob"
+    unknown = call(info, "GET", f"/failures/{uuid.uuid4()}")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"]
+
+    # DELETE /redrives/{id}: a slow selective redrive (1 message/s) is cancelled, and the list shows it
+    cleanup = JOB_KINDS["cleanup"]
+    jobs = [
+        cleanup.new(cleanup.data.model_validate({"task": "old-messages", "dry_run": True})) for _ in range(60)
+    ]
+    send_jobs(sqs, info["queues"]["cleanup"]["dlq_url"], cleanup, jobs)
+    request = {"job_type": "cleanup", "max_messages": 60, "max_per_second": 1}
+    started = call(info, "POST", "/redrive", json.dumps(request).encode()).json()
+    cancelled = call(info, "DELETE", f"/redrives/{started['redrive_id']}")
+    assert cancelled.status_code == 200, cancelled.text
+    final = wait_for(
+        lambda: (
+            (r := call(info, "GET", f"/redrives/{started['redrive_id']}").json())["status"] == "cancelled"
+            and r
+        )
+    )
+    assert final["moved"] < 60
+    listed = call(info, "GET", "/redrives").json()["redrives"]
+    assert started["redrive_id"] in [r["redrive_id"] for r in listed]
+
+    # GET /batches/{id} and POST /batches/{id}/cancel
+    with stack.engine.begin() as conn:
+        sender, *recipients = add_users(conn, ["Batch sender", "R1", "R2"])
+    batch_id = uuid.uuid4()
+    batch = JOB_KINDS["batch-message"]
+    data = {
+        "batch_id": str(batch_id),
+        "sender_id": str(sender),
+        "content": "Hello",
+        "recipient_ids": [str(r) for r in recipients],
+    }
+    send_jobs(
+        sqs, info["queues"]["batch-message"]["url"], batch, [batch.new(batch.data.model_validate(data))]
+    )
+    done = wait_for(
+        lambda: (
+            (r := call(info, "GET", f"/batches/{batch_id}")).status_code == 200
+            and r.json()["status"] != "running"
+            and r.json()
+        )
+    )
+    assert (done["status"], done["total"], done["sent"]) == ("completed", 2, 2), done
+    unchanged = call(info, "POST", f"/batches/{batch_id}/cancel")  # a finished batch stays as it is
+    assert (unchanged.status_code, unchanged.json()["status"]) == (200, "completed"), unchanged.text
+    assert call(info, "GET", f"/batches/{uuid.uuid4()}").status_code == 404

@@ -18,7 +18,6 @@ import pytest
 
 from infra.ops.client import ManagementClient, local_endpoint
 from infra.ops.dashboard import DashboardServer, start
-from infra.template import load_template
 from tests.e2e.test_local_stack import RunningStack
 from tests.e2e.test_ops_local_stack import (
     dead_letter_unknown_conversation,
@@ -168,10 +167,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(
-    "ManagementFunction" not in load_template().functions,
-    reason="waits for ManagementFunction (handlers/management.py) in template.yaml (issue 13)",
-)
 def test_on_the_local_stack_the_page_shows_a_dead_lettered_group_and_a_redrive_from_it_empties_it(
     stack, open_dashboard
 ):

@@ -18,18 +18,11 @@ from infra.cli import main
 from infra.dev_demo import send_text, stack_client
 from infra.ops.client import ManagementClient, local_endpoint
 from infra.seed import add_conversation, add_users
-from infra.template import load_template
 from shared.db.models import Message
 from shared.jobs import JOB_KINDS
 from tests.e2e.test_local_stack import RunningStack
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        "ManagementFunction" not in load_template().functions,
-        reason="waits for ManagementFunction (handlers/management.py) in template.yaml (issue 13)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -28,19 +28,12 @@ from sqlalchemy import func, insert, select
 from infra.dev_demo import stack_client
 from infra.ops.client import ManagementClient, local_endpoint
 from infra.seed import add_users
-from infra.template import load_template
 from shared.db.models import Conversation, ConversationParticipant, JobFailure, JobInbox, Message
 from shared.jobs import JOB_KINDS
 from shared.services.queues import send_jobs
 from tests.e2e.test_local_stack import RunningStack
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        "ManagementFunction" not in load_template().functions,
-        reason="waits for ManagementFunction (handlers/management.py) in template.yaml (issue 13)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 # 1,000 (issue 13's figure) takes about 5.5 min on 2 cores: moto's SQS costs O(queue depth) per call. The
 # default keeps the CI run short; REDRIVE_E2E_COUNT=1000 for the full run.

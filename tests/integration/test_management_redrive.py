@@ -117,11 +117,12 @@ def test_a_selective_redrive_moves_one_error_class_and_conserves_every_message(
 def test_a_slice_that_runs_out_of_time_continues_in_an_asynchronous_invocation(
     aws, template, function, invocations
 ):
-    # Given: slices of 0.2 s, too short for 60 messages
+    # Given: slices of 0.2 s at 10 messages/s, too short for 60 messages however fast the machine
     ids = dead_letter_indexing_jobs(function, invalid=60, unsupported=0)
     api = make_api(aws, template, MANAGEMENT_REDRIVE_SLICE_SECONDS="0.2")
     # When
-    answer = api.call("POST", "/redrive", {"job_type": "indexing", "filter": {"reason": "invalid-job"}}).body
+    request = {"job_type": "indexing", "filter": {"reason": "invalid-job"}, "max_per_second": 10}
+    answer = api.call("POST", "/redrive", request).body
     # Then: the request stopped in time and asked Lambda for its continuation ...
     assert answer["status"] == "running" and answer["moved"] < 60
     assert invocations.payloads == [{"switchboard.redrive": {"redrive_id": answer["redrive_id"]}}]

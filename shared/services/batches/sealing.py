@@ -14,20 +14,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.errors import ConfigurationError, EncryptionKeyUnavailable, SealedContentRefused
-from shared.services.crypto.keys import NONCE_BYTES
+from shared.services.crypto.keys import NONCE_BYTES, generate_data_key, unwrap_data_key
 
 if TYPE_CHECKING:
     from shared.aws import AwsClients
     from shared.config import Settings
 
 _AAD_PREFIX = b"switchboard/batch-content/v1"
-# KMS errors that say the wrapped key will never unwrap (anything else is transient: retried).
-_REFUSED_UNWRAP = {"InvalidCiphertextException", "IncorrectKeyException", "NotFoundException"}
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,10 @@ def seal_content(aws: AwsClients, settings: Settings, batch_id: uuid.UUID, conte
     kms_key = settings.encryption_key_arn
     if not kms_key:
         raise ConfigurationError("ENCRYPTION_KEY_ARN is not set: batch content cannot be sealed")
-    response = aws.kms().generate_data_key(
-        KeyId=kms_key, KeySpec="AES_256", EncryptionContext=_context(batch_id)
-    )
+    key, wrapped = generate_data_key(aws, kms_key, _context(batch_id))
     nonce = os.urandom(NONCE_BYTES)
-    ciphertext = AESGCM(bytes(response["Plaintext"])).encrypt(nonce, content.encode("utf-8"), _aad(batch_id))
-    return SealedContent(ciphertext, nonce, bytes(response["CiphertextBlob"]), kms_key)
+    ciphertext = AESGCM(key).encrypt(nonce, content.encode("utf-8"), _aad(batch_id))
+    return SealedContent(ciphertext, nonce, wrapped, kms_key)
 
 
 def open_content(aws: AwsClients, batch: Any) -> str:
@@ -66,21 +61,10 @@ def open_content(aws: AwsClients, batch: Any) -> str:
     where = f"batch {batch.id}"
     if batch.content_ciphertext is None or batch.content_wrapped_key is None or batch.content_nonce is None:
         raise EncryptionKeyUnavailable(f"{where}: its content is no longer kept")
+    what = f"the content key of {where}"
+    key = unwrap_data_key(aws, batch.content_wrapped_key, batch.content_kms_key_id, _context(batch.id), what)
     try:
-        response = aws.kms().decrypt(
-            CiphertextBlob=bytes(batch.content_wrapped_key),
-            KeyId=batch.content_kms_key_id,
-            EncryptionContext=_context(batch.id),
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _REFUSED_UNWRAP:
-            raise EncryptionKeyUnavailable(
-                f"{where}: KMS refused to unwrap its content key ({code})"
-            ) from None
-        raise
-    try:
-        plaintext = AESGCM(bytes(response["Plaintext"])).decrypt(
+        plaintext = AESGCM(key).decrypt(
             bytes(batch.content_nonce), bytes(batch.content_ciphertext), _aad(batch.id)
         )
         return plaintext.decode("utf-8")

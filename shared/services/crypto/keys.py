@@ -162,14 +162,11 @@ class KeyRing:
 
     def _new_version(self, session: Session, conversation_id: uuid.UUID, version: int) -> None:
         kms_key = self.kms_key_arn
-        response = self.aws.kms().generate_data_key(
-            KeyId=kms_key, KeySpec="AES_256", EncryptionContext=_context(conversation_id, version)
-        )
-        wrapped = bytes(response["CiphertextBlob"])
+        key, wrapped = generate_data_key(self.aws, kms_key, _context(conversation_id, version))
         if repository.insert_key(session, conversation_id, version, wrapped, kms_key):
             self.cache.put(
                 (conversation_id, version, wrapped),
-                bytes(response["Plaintext"]),
+                key,
                 self.settings.encryption_key_cache_seconds,
                 self.settings.encryption_key_cache_size,
             )
@@ -248,24 +245,41 @@ class KeyRing:
         cached = self.cache.get(ident)
         if cached is not None:
             return cached
-        try:
-            response = self.aws.kms().decrypt(
-                CiphertextBlob=bytes(wrapped),
-                KeyId=kms_key_id,
-                EncryptionContext=_context(conversation_id, version),
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _REFUSED_UNWRAP:
-                raise EncryptionKeyUnavailable(
-                    f"KMS refused to unwrap key version {version} of conversation {conversation_id} ({code})"
-                ) from None
-            raise
-        key = bytes(response["Plaintext"])
+        key = unwrap_data_key(
+            self.aws,
+            wrapped,
+            kms_key_id,
+            _context(conversation_id, version),
+            f"key version {version} of conversation {conversation_id}",
+        )
         self.cache.put(
             ident, key, self.settings.encryption_key_cache_seconds, self.settings.encryption_key_cache_size
         )
         return key
+
+
+def generate_data_key(aws: AwsClients, kms_key_id: str, context: dict[str, str]) -> tuple[bytes, bytes]:
+    """A new 256-bit data key from KMS under ``context``: (plaintext, wrapped)."""
+    response = aws.kms().generate_data_key(KeyId=kms_key_id, KeySpec="AES_256", EncryptionContext=context)
+    return bytes(response["Plaintext"]), bytes(response["CiphertextBlob"])
+
+
+def unwrap_data_key(
+    aws: AwsClients, wrapped: bytes, kms_key_id: str, context: dict[str, str], what: str
+) -> bytes:
+    """The plaintext of a wrapped data key. A key KMS will never unwrap (another context, a deleted or
+    wrong key) raises :class:`EncryptionKeyUnavailable` naming ``what``; other KMS errors are transient and
+    propagate."""
+    try:
+        response = aws.kms().decrypt(
+            CiphertextBlob=bytes(wrapped), KeyId=kms_key_id, EncryptionContext=context
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _REFUSED_UNWRAP:
+            raise EncryptionKeyUnavailable(f"KMS refused to unwrap {what} ({code})") from None
+        raise
+    return bytes(response["Plaintext"])
 
 
 def _context(conversation_id: uuid.UUID, version: int) -> dict[str, str]:
