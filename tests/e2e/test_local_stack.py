@@ -26,9 +26,10 @@ from infra.dev_demo import (
     send_text,
     stack_client,
 )
+from infra.seed import add_conversation, add_users
 from shared.config import Settings
 from shared.db.engine import build_engine
-from shared.db.models import Message, WsConnection
+from shared.db.models import Message, MessageSearch, WsConnection
 from shared.jobs import JOB_KINDS
 
 pytestmark = pytest.mark.e2e
@@ -183,6 +184,26 @@ def test_a_real_websocket_client_finds_a_sent_message_by_search(stack):
         assert answer["type"] == "search.results" and answer["results"] == []  # not Carol's conversation
         carol_ws.send(json.dumps({"action": "search", "request_id": "c2", "query": "  "}))
         assert receive(carol_ws, lambda f: f.get("request_id") == "c2")["code"] == "invalid-query"
+
+
+def test_in_an_encrypted_conversation_a_real_client_finds_a_message_by_its_blind_index(stack):
+    with stack.engine.begin() as conn:
+        alice, bob = add_users(conn, ["Alice", "Bob"])
+        conversation = add_conversation(conn, [alice, bob], encrypted=True)
+    with stack.ws(bob) as bob_ws:
+        message_id = str(uuid.uuid4())
+        send_text(stack.info, conversation, alice, "the quarterly lighthouse report", message_id=message_id)
+        found = search_until_found(bob_ws, "lighthouse", message_id)
+        (result,) = [r for r in found["results"] if r["message_id"] == message_id]
+        assert "lighthouse" in result["snippet"]  # decrypted in memory for the snippet
+    with stack.engine.connect() as conn:
+        stored = conn.execute(select(Message.content).where(Message.id == uuid.UUID(message_id))).scalar_one()
+        entry = conn.execute(
+            select(MessageSearch.document, MessageSearch.blind_tokens).where(
+                MessageSearch.message_id == uuid.UUID(message_id)
+            )
+        ).one()
+    assert stored is None and entry.document is None and entry.blind_tokens  # no plaintext at rest
 
 
 def test_a_client_that_drops_without_closing_is_removed_on_the_next_broadcast(stack):
