@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     cleanup_failures_retention_days: int = Field(default=90, ge=1)
     # A batch that finished with failures keeps its sealed content this long, for a retry of its failed ones.
     cleanup_batch_content_retention_days: int = Field(default=30, ge=0)
+    # The management API's redrive records (who moved what, when) are an audit trail: kept a year by default.
+    cleanup_redrives_retention_days: int = Field(default=365, ge=1)
     # Encryption at rest (docs/contracts.md §5 encryption): the KMS key that wraps the per-conversation data
     # keys; plaintext data keys are cached per container for at most `encryption_key_cache_seconds`, at most
     # `encryption_key_cache_size` of them; a key version seals at most `encryption_max_messages_per_key`

@@ -28,6 +28,7 @@ from shared.db.models import (
     MessageRead,
     MessageSearch,
     MutedConversation,
+    Redrive,
 )
 from tests.conftest import queue_messages
 from tests.iam import IAM_CALLS
@@ -358,7 +359,7 @@ def test_deleted_conversations_past_the_grace_period_are_purged_with_everything_
     assert attachment not in _ids(world, Attachment.id) and "attachments/gone.png" not in _keys()
 
 
-def test_all_trims_old_completed_inbox_rows_and_old_failures(cleaner, world):
+def test_all_trims_old_completed_inbox_rows_old_failures_and_old_redrive_records(cleaner, world):
     old_done, old_open, new_done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with world.engine.begin() as conn:
         for job_id, completed in ((old_done, NOW - timedelta(days=60)), (old_open, None), (new_done, NOW)):
@@ -385,10 +386,25 @@ def test_all_trims_old_completed_inbox_rows_and_old_failures(cleaner, world):
                     last_failed_at=when,
                 )
             )
+        redrives = {"old": uuid.uuid4(), "running": uuid.uuid4(), "recent": uuid.uuid4()}
+        for name, finished in (("old", NOW - timedelta(days=400)), ("running", None), ("recent", NOW)):
+            conn.execute(
+                insert(Redrive).values(
+                    id=redrives[name],
+                    job_type="send-message",
+                    mode="native",
+                    status="running" if finished is None else "completed",
+                    dry_run=False,
+                    principal="arn:aws:iam::123456789012:user/operator",
+                    created_at=NOW - timedelta(days=400),
+                    finished_at=finished,
+                )
+            )
     _run(cleaner, _cleanup("all"))
     assert {old_open, new_done} <= _ids(world, JobInbox.job_id)
     assert old_done not in _ids(world, JobInbox.job_id)
     assert {row.sqs_message_id for row in world.rows(select(JobFailure))} == {"new"}
+    assert _ids(world, Redrive.id) == {redrives["running"], redrives["recent"]}  # a year's audit trail kept
 
 
 def test_a_cursor_that_is_not_this_tasks_is_dead_lettered(cleaner, world, aws):

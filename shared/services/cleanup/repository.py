@@ -30,6 +30,7 @@ from shared.db.models import (
     MessageRead,
     MessageSearch,
     MutedConversation,
+    Redrive,
 )
 
 _BIGINT_ARRAY = ARRAY(BigInteger)
@@ -290,3 +291,15 @@ def pick_failures(
 def delete_failures(session: Session, ids: list[int]) -> int:
     listed = any_(bindparam("ids", ids, type_=_BIGINT_ARRAY))
     return _count(session, delete(JobFailure).where(JobFailure.id == listed))
+
+
+def pick_redrives(
+    session: Session, finished_before: datetime, after: uuid.UUID | None, limit: int, *, lock: bool
+) -> list[uuid.UUID]:
+    """Redrive records finished before ``finished_before`` (a running one is never picked), by id."""
+    finished = Redrive.finished_at < finished_before
+    return _pick(session, Redrive.id, finished, after=after, limit=limit, lock=lock)
+
+
+def delete_redrives(session: Session, ids: list[uuid.UUID]) -> int:
+    return _count(session, delete(Redrive).where(Redrive.id == _ids(ids)))

@@ -22,6 +22,8 @@ A job runs a list of steps (``all`` runs every one, in dependency order):
   ``job_failures`` rows older than their settings.
 * ``housekeeping/batch-content`` (``all`` only): the sealed content a batch keeps for a retry of its failed
   recipients is cleared CLEANUP_BATCH_CONTENT_RETENTION_DAYS after the batch finished.
+* ``housekeeping/redrives`` (``all`` only): the management API's redrive records, once they finished
+  CLEANUP_REDRIVES_RETENTION_DAYS ago.
 
 Each round picks at most CLEANUP_BATCH_SIZE keys after a cursor and acts on them with a constant number of
 statements. A job works for at most CLEANUP_TIME_BUDGET_SECONDS (the runner hands ``handle`` no Lambda
@@ -82,6 +84,7 @@ TASK_STEPS: dict[str, tuple[str, ...]] = {
         "housekeeping/inbox",
         "housekeeping/failures",
         "housekeeping/batch-content",
+        "housekeeping/redrives",
     ),
 }
 
@@ -356,6 +359,14 @@ def _batch_content_round(run: Run, after: str | None, _: str | None) -> Round:
     return Round(Counter({"batch_contents_cleared": count}), done, last)
 
 
+def _redrives_round(run: Run, after: str | None, _: str | None) -> Round:
+    cutoff = run.days_ago(run.settings.cleanup_redrives_retention_days)
+    ids = repository.pick_redrives(run.session, cutoff, _uuid(after), run.limit, lock=run.lock)
+    count = len(ids) if run.data.dry_run or not ids else repository.delete_redrives(run.session, ids)
+    done, last = _next(ids, run.limit)
+    return Round(Counter({"redrive_records_deleted": count}), done, last)
+
+
 _ROUNDS = {
     "old-messages/soft": _soft_delete_round,
     "old-messages/hard": _hard_delete_round,
@@ -365,6 +376,7 @@ _ROUNDS = {
     "housekeeping/inbox": _inbox_round,
     "housekeeping/failures": _failures_round,
     "housekeeping/batch-content": _batch_content_round,
+    "housekeeping/redrives": _redrives_round,
 }
 
 
