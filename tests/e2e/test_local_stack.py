@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, select
@@ -112,14 +113,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     running.stop()
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """``predicate()``'s first truthy value, polled every ``interval`` s for at most ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout:.0f} s (last value: {value!r})")
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_dev_json_describes_the_stack(stack):

@@ -12,15 +12,14 @@ from typing import Any
 
 import pytest
 import requests
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from infra.dev_demo import stack_client
+from infra.ops.client import Endpoint, ManagementClient, Reply
 from infra.seed import add_users
 from shared.jobs import JOB_KINDS
 from shared.services.queues import send_jobs
-from tests.e2e.test_local_stack import RunningStack
+from tests.e2e.test_local_stack import RunningStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,20 +34,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 def call(
     info: dict[str, Any], method: str, path: str, body: bytes = b"", *, secret: str | None = None
-) -> requests.Response:
-    """A request signed as the ops CLI signs it: SigV4 for execute-api with the keys in dev.json."""
-    request = AWSRequest(
-        method=method,
-        url=f"{info['management_url']}{path}",
-        data=body,
-        headers={"Content-Type": "application/json"} if body else {},
-    )
+) -> Reply:
+    """A request signed by the ops CLI's client with the keys in dev.json (or another ``secret``); every
+    status is returned, none raised."""
     credentials = Credentials(info["aws_access_key_id"], secret or info["aws_secret_access_key"])
-    SigV4Auth(credentials, "execute-api", info["region"]).add_auth(request)
-    prepared = request.prepare()
-    return requests.request(
-        method, prepared.url, headers=dict(prepared.headers.items()), data=body, timeout=30
-    )
+    client = ManagementClient(Endpoint(info["management_url"], info["region"], credentials))
+    return client.call(method, path, body=body or None, accept=range(400, 600))
 
 
 def test_dev_json_names_the_management_api_and_its_keys(stack):
@@ -60,12 +51,12 @@ def test_dev_json_names_the_management_api_and_its_keys(stack):
 
 def test_health_answers_a_signed_request_and_refuses_an_unsigned_one(stack):
     signed = call(stack.info, "GET", "/health")
-    assert signed.status_code in (200, 503), signed.text
-    assert signed.json()["status"] in ("healthy", "degraded", "unhealthy")
+    assert signed.status in (200, 503), signed.body
+    assert signed.body["status"] in ("healthy", "degraded", "unhealthy")
     unsigned = requests.get(f"{stack.info['management_url']}/health", timeout=30)
     assert unsigned.status_code == 403 and unsigned.json() == {"message": "Forbidden"}
     wrong = call(stack.info, "GET", "/health", secret="a-wrong-secret-key-0123456789abcdefghijklm")
-    assert wrong.status_code == 403 and wrong.json() == {"message": "Forbidden"}
+    assert wrong.status == 403 and wrong.body == {"message": "Forbidden"}
 
 
 def test_a_native_redrive_moves_a_dead_letter_queue_back_through_the_local_move_task(stack):
@@ -77,15 +68,15 @@ def test_a_native_redrive_moves_a_dead_letter_queue_back_through_the_local_move_
     send_jobs(sqs, queue["dlq_url"], kind, jobs)
     # When an operator redrives the whole DLQ (no filter: SQS's StartMessageMoveTask)
     started = call(stack.info, "POST", "/redrive", json.dumps({"job_type": "cleanup"}).encode())
-    assert started.status_code in (200, 201, 202), started.text
-    redrive = started.json()
+    assert started.status in (200, 201, 202), started.body
+    redrive = started.body
     assert redrive["mode"] == "native"
     # Then the move task completes with every message moved, and the DLQ is empty
     deadline = time.monotonic() + 30
     while redrive["status"] in ("running", "cancelling"):
         assert time.monotonic() < deadline, redrive
         time.sleep(0.2)
-        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").json()
+        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").body
     assert redrive["status"] == "completed" and redrive["moved"] == 3, redrive
     depth = sqs.get_queue_attributes(
         QueueUrl=queue["dlq_url"],
@@ -104,24 +95,16 @@ def test_a_selective_redrive_longer_than_one_request_is_continued_by_the_functio
     send_jobs(sqs, queue["dlq_url"], kind, jobs)
     request = {"job_type": "cleanup", "max_messages": 14, "max_per_second": 1}
     started = call(stack.info, "POST", "/redrive", json.dumps(request).encode())
-    redrive = started.json()
-    assert started.status_code in (200, 201, 202) and redrive["mode"] == "selective", started.text
+    redrive = started.body
+    assert started.status in (200, 201, 202) and redrive["mode"] == "selective", started.body
     assert redrive["moved"] < 14
     # Then the function's asynchronous self-invocation (Lambda Invoke on the local stack) moves the rest
     deadline = time.monotonic() + 60
     while redrive["status"] in ("running", "cancelling"):
         assert time.monotonic() < deadline, redrive
         time.sleep(0.5)
-        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").json()
+        redrive = call(stack.info, "GET", f"/redrives/{redrive['redrive_id']}").body
     assert redrive["status"] == "completed" and redrive["moved"] == 14, redrive
-
-
-def wait_for(check: Any, seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
-    return found
 
 
 def test_the_other_endpoints_answer_on_the_local_stack(stack):
@@ -129,7 +112,7 @@ def test_the_other_endpoints_answer_on_the_local_stack(stack):
     list and its cancellation, and a batch's progress and cancellation, all signed, on the running stack."""
     info = stack.info
     document = call(info, "GET", "/openapi.json")
-    assert document.status_code == 200 and "/redrive" in document.json()["paths"]
+    assert document.status == 200 and "/redrive" in document.body["paths"]
 
     # POST /jobs: one valid indexing job queued, one refused by the job contract
     kind = JOB_KINDS["indexing"]
@@ -138,16 +121,16 @@ def test_the_other_endpoints_answer_on_the_local_stack(stack):
     invalid = {**valid.model_dump(mode="json"), "job_id": bad_id, "data": {"operation": "nonsense"}}
     body = json.dumps({"jobs": [valid.model_dump(mode="json"), invalid]}).encode()
     enqueued = call(info, "POST", "/jobs/indexing", body)
-    assert enqueued.status_code == 200, enqueued.text
-    assert [r["status"] for r in enqueued.json()["results"]] == ["queued", "rejected"]
+    assert enqueued.status == 200, enqueued.body
+    assert [r["status"] for r in enqueued.body["results"]] == ["queued", "rejected"]
 
     # GET /failures/{job_id}: a body the function refuses is dead-lettered and recorded with its job id
     sqs = stack_client(info, "sqs")
     sqs.send_message(QueueUrl=info["queues"]["indexing"]["url"], MessageBody=json.dumps(invalid))
-    attempts = wait_for(lambda: call(info, "GET", f"/failures/{bad_id}").json().get("attempts"))
+    attempts = wait_for(lambda: call(info, "GET", f"/failures/{bad_id}").body.get("attempts"), timeout=60)
     assert attempts[0]["error_class"] == "InvalidJob"
     unknown = call(info, "GET", f"/failures/{uuid.uuid4()}")
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"]
+    assert unknown.status == 404 and unknown.body["error"]["code"]
 
     # DELETE /redrives/{id}: a slow selective redrive (1 message/s) is cancelled, and the list shows it
     cleanup = JOB_KINDS["cleanup"]
@@ -156,17 +139,17 @@ def test_the_other_endpoints_answer_on_the_local_stack(stack):
     ]
     send_jobs(sqs, info["queues"]["cleanup"]["dlq_url"], cleanup, jobs)
     request = {"job_type": "cleanup", "max_messages": 60, "max_per_second": 1}
-    started = call(info, "POST", "/redrive", json.dumps(request).encode()).json()
+    started = call(info, "POST", "/redrive", json.dumps(request).encode()).body
     cancelled = call(info, "DELETE", f"/redrives/{started['redrive_id']}")
-    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.status == 200, cancelled.body
     final = wait_for(
         lambda: (
-            (r := call(info, "GET", f"/redrives/{started['redrive_id']}").json())["status"] == "cancelled"
-            and r
-        )
+            (r := call(info, "GET", f"/redrives/{started['redrive_id']}").body)["status"] == "cancelled" and r
+        ),
+        timeout=60,
     )
     assert final["moved"] < 60
-    listed = call(info, "GET", "/redrives").json()["redrives"]
+    listed = call(info, "GET", "/redrives").body["redrives"]
     assert started["redrive_id"] in [r["redrive_id"] for r in listed]
 
     # GET /batches/{id} and POST /batches/{id}/cancel
@@ -183,14 +166,12 @@ def test_the_other_endpoints_answer_on_the_local_stack(stack):
     send_jobs(
         sqs, info["queues"]["batch-message"]["url"], batch, [batch.new(batch.data.model_validate(data))]
     )
-    done = wait_for(
-        lambda: (
-            (r := call(info, "GET", f"/batches/{batch_id}")).status_code == 200
-            and r.json()["status"] != "running"
-            and r.json()
-        )
-    )
+    def finished() -> dict[str, Any]:  # empty (falsy) while the batch runs
+        batch = call(info, "GET", f"/batches/{batch_id}")
+        return batch.body if batch.status == 200 and batch.body["status"] != "running" else {}
+
+    done = wait_for(finished, timeout=60)
     assert (done["status"], done["total"], done["sent"]) == ("completed", 2, 2), done
     unchanged = call(info, "POST", f"/batches/{batch_id}/cancel")  # a finished batch stays as it is
-    assert (unchanged.status_code, unchanged.json()["status"]) == (200, "completed"), unchanged.text
-    assert call(info, "GET", f"/batches/{uuid.uuid4()}").status_code == 404
+    assert (unchanged.status, unchanged.body["status"]) == (200, "completed"), unchanged.body
+    assert call(info, "GET", f"/batches/{uuid.uuid4()}").status == 404

@@ -18,13 +18,12 @@ import pytest
 
 from infra.ops.client import ManagementClient, local_endpoint
 from infra.ops.dashboard import DashboardServer, start
-from tests.e2e.test_local_stack import RunningStack
+from tests.e2e.test_local_stack import RunningStack, wait_for
 from tests.e2e.test_ops_local_stack import (
     dead_letter_unknown_conversation,
     fix_the_cause,
     group,
     stored,
-    wait_for,
 )
 from tests.fake_management import FakeManagementServer, running_fake
 
@@ -172,8 +171,8 @@ def test_on_the_local_stack_the_page_shows_a_dead_lettered_group_and_a_redrive_f
 ):
     client = ManagementClient(local_endpoint(stack.data_dir))
     conversation, sender, message_ids = dead_letter_unknown_conversation(stack, 2)
-    wait_for(lambda: (group(client, "send-message", "UnknownEntity") or {}).get("count") == 2)
-    wait_for(lambda: client.failures()["dlq_depth"]["send-message"] == 2)
+    wait_for(lambda: (group(client, "send-message", "UnknownEntity") or {}).get("count") == 2, timeout=60)
+    wait_for(lambda: client.failures()["dlq_depth"]["send-message"] == 2, timeout=60)
     page = open_dashboard(client)
     row = group_row(page, "send-message", "UnknownEntity")
     assert row.locator("td.count").inner_text() == "2"
@@ -184,6 +183,6 @@ def test_on_the_local_stack_the_page_shows_a_dead_lettered_group_and_a_redrive_f
     assert client.failures()["dlq_depth"]["send-message"] == 2  # the dry run moved nothing
     row.locator("button.confirm").click()
     group_row(page, "send-message", "UnknownEntity").wait_for(state="detached", timeout=60_000)
-    wait_for(lambda: stored(stack, message_ids) == 2)
+    wait_for(lambda: stored(stack, message_ids) == 2, timeout=60)
     assert client.failures()["dlq_depth"]["send-message"] == 0
     page.locator('#queues tr[data-job-type="send-message"] td.dlq:text-is("0")').wait_for(timeout=15_000)

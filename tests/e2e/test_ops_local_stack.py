@@ -5,7 +5,6 @@ cause of the failures is fixed, redrives, enqueue, and refusals."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from infra.ops.client import ManagementClient, local_endpoint
 from infra.seed import add_conversation, add_users
 from shared.db.models import Message
 from shared.jobs import JOB_KINDS
-from tests.e2e.test_local_stack import RunningStack
+from tests.e2e.test_local_stack import RunningStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,16 +39,6 @@ def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def ops(stack: RunningStack, *args: str) -> int:
     return main(["ops", *args, "--data-dir", str(stack.data_dir)])
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def dead_letter_unknown_conversation(
@@ -107,9 +96,9 @@ def test_failures_then_a_selective_redrive_after_the_fix_moves_only_that_class(s
         MessageGroupId=str(uuid.uuid4()),
         MessageDeduplicationId=invalid["job_id"],
     )
-    wait_for(lambda: (group(client, "send-message", "UnknownEntity") or {}).get("count") == 3)
-    wait_for(lambda: group(client, "send-message", "InvalidJob"))
-    wait_for(lambda: client.failures()["dlq_depth"]["send-message"] == 4)
+    wait_for(lambda: (group(client, "send-message", "UnknownEntity") or {}).get("count") == 3, timeout=60)
+    wait_for(lambda: group(client, "send-message", "InvalidJob"), timeout=60)
+    wait_for(lambda: client.failures()["dlq_depth"]["send-message"] == 4, timeout=60)
     # When the operator lists the failures
     assert ops(stack, "failures", "--job-type", "send-message") == 0
     out = capsys.readouterr().out
@@ -123,7 +112,7 @@ def test_failures_then_a_selective_redrive_after_the_fix_moves_only_that_class(s
     assert "dry run (selective): 3 send-message messages matching the filter" in out
     assert "completed: moved 3, kept 1, failed 0" in out
     # Then the messages are stored, the group is gone, and the other class is still in the DLQ
-    wait_for(lambda: stored(stack, message_ids) == 3)
+    wait_for(lambda: stored(stack, message_ids) == 3, timeout=60)
     assert group(client, "send-message", "UnknownEntity") is None
     assert group(client, "send-message", "InvalidJob") is not None
     assert client.failures()["dlq_depth"]["send-message"] == 1

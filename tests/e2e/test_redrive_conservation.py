@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from infra.seed import add_users
 from shared.db.models import Conversation, ConversationParticipant, JobFailure, JobInbox, Message
 from shared.jobs import JOB_KINDS
 from shared.services.queues import send_jobs
-from tests.e2e.test_local_stack import RunningStack
+from tests.e2e.test_local_stack import RunningStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,17 +50,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     yield running
     running.engine.dispose()  # before the database stops: no broken-pipe noise at teardown
     running.stop()
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout:.0f} s (last value: {value!r})")
-        time.sleep(interval)
 
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
